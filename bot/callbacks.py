@@ -1,0 +1,34 @@
+"""Callback data for card buttons: `action:incident:arg`, always well under Telegram's 64 bytes.
+
+Approve and Reject carry the proposal id, so a press on a card whose proposal was superseded
+is recognised as stale instead of acting on the newer proposal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+APPROVE, REJECT, INVESTIGATE, PRIORITY, MUTE, RESOLVE = "ap", "rj", "iv", "pr", "mu", "rs"
+ACTIONS = {APPROVE, REJECT, INVESTIGATE, PRIORITY, MUTE, RESOLVE}
+MAX_BYTES = 64
+
+
+@dataclass(frozen=True)
+class CardPress:
+    action: str
+    incident_id: int
+    arg: str = ""
+
+    def encode(self) -> str:
+        data = f"{self.action}:{self.incident_id}:{self.arg}"
+        if len(data.encode()) > MAX_BYTES:
+            raise ValueError("callback data over 64 bytes")
+        return data
+
+
+def decode(data: str) -> CardPress | None:
+    """The press a button stands for, or None for data this bot did not make."""
+    parts = data.split(":")
+    if len(parts) != 3 or parts[0] not in ACTIONS or not parts[1].isdigit():
+        return None
+    return CardPress(parts[0], int(parts[1]), parts[2])

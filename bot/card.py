@@ -1,0 +1,168 @@
+"""The triage card: HTML text and buttons for one incident, whatever the input.
+
+Pure rendering (no aiogram): buttons are (label, callback data) pairs, turned into Telegram
+markup by the sender. Every value from an alert is HTML-escaped and cut, and the whole text is
+kept under Telegram's 4096-character limit.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot.callbacks import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress
+from bot.models import AlertKind, Incident, Priority, Proposal, ProposalState
+
+TELEGRAM_TEXT_LIMIT = 4096
+PRIORITY_EMOJI = {Priority.P0: "🔴", Priority.P1: "🟠", Priority.P2: "🟡", Priority.P3: "🔵"}
+Button = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Card:
+    text: str
+    buttons: list[list[Button]] = field(default_factory=list)
+
+    def payload(self) -> dict[str, Any]:
+        """The outbox payload: what the sender needs to send or edit this card."""
+        return {"text": self.text, "parse_mode": "HTML", "buttons": [[list(b) for b in row] for row in self.buttons]}
+
+
+def esc(value: object, limit: int = 300) -> str:
+    """HTML-escape a value from the outside world, cut to `limit` characters first."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return html.escape(text, quote=False)
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "?"
+
+
+def _proposal_line(proposal: Proposal | None) -> str:
+    if proposal is None:
+        return "➡️ No action proposed"
+    summary = esc(proposal.summary, 400)
+    who = esc(proposal.decided_by or "", 80)
+    state = proposal.state
+    if state is ProposalState.PENDING:
+        need = f"{len(proposal.approvals)}/{proposal.approvals_required} approvals"
+        return f"➡️ Proposal: {summary} · {need}"
+    if state in (ProposalState.APPROVED, ProposalState.RUNNING):
+        return f"⏳ Running: {summary} (approved by {who})"
+    outcome = f" — {esc(proposal.result, 600)}" if proposal.result else ""
+    if state is ProposalState.SUCCEEDED:
+        return f"✅ Done: {summary} (approved by {who}, {_when(proposal.decided_at)}){outcome}"
+    if state is ProposalState.FAILED:
+        return f"❌ Failed: {summary} (approved by {who}){outcome}"
+    if state is ProposalState.REJECTED:
+        return f"🚫 Rejected by {who} at {_when(proposal.decided_at)}: {summary}"
+    if state is ProposalState.EXPIRED:
+        return f"⌛ Expired without a decision: {summary}"
+    return f"➡️ Superseded: {summary}"
+
+
+def render_card(
+    incident: Incident,
+    *,
+    proposal: Proposal | None = None,
+    stage: int = 2,
+    now: datetime | None = None,
+    history: list[str] | None = None,
+    notes: list[str] | None = None,
+) -> Card:
+    """The card for `incident` as it stands now; `history` lines are already-safe HTML."""
+    t = incident.triage
+    prio = incident.priority
+    head = f"{PRIORITY_EMOJI[prio]} <b>{prio.value}</b> · {esc(incident.category.value)} · #{incident.id}"
+    if incident.priority != incident.priority_original:
+        head += f" <i>(triaged {incident.priority_original.value})</i>"
+    lines = [head]
+    if incident.kind is AlertKind.UPTIME_DOWN:
+        lines.append("⛔ <b>Uptime monitor: site is down</b>")
+    lines.append(f"<b>{esc(incident.title, 500)}</b>")
+    if incident.message:
+        lines.append(f"<code>{esc(incident.message, 300)}</code>")
+    where = [esc(v, 80) for v in (incident.project, incident.environment, incident.server, incident.release) if v]
+    if where:
+        lines.append("📦 " + " · ".join(where))
+    lines.append(
+        f"🔁 ×{incident.count} · first {_when(incident.first_seen)} · last {_when(incident.last_seen)}"
+    )
+    if incident.regression_of:
+        lines.append(f"♻️ Regression: this came back after #{incident.regression_of} was resolved")
+    if t.likely_cause:
+        lines.append(f"💡 {esc(t.likely_cause, 400)}")
+    if t.tags:
+        lines.append("🏷 " + esc(", ".join(t.tags), 200))
+    if t.affected_users:
+        lines.append(f"👥 {esc(t.affected_users, 100)}")
+    if t.owner:
+        handle = t.owner.telegram or t.owner.name
+        lines.append(f"👤 Owner: {esc(handle, 80)}")
+    if t.note:
+        lines.append(f"ℹ️ {esc(t.note, 200)}")
+    for note in notes or []:
+        lines.append(f"ℹ️ {esc(note, 300)}")
+    if incident.url:
+        label = (incident.tags.get("short_id") or "Open in GlitchTip") if incident.source == "glitchtip" else "Open"
+        lines.append(f'🔗 <a href="{html.escape(incident.url, quote=True)}">{esc(label, 60)}</a>')
+    if now and incident.muted(now):
+        lines.append(f"🔕 Muted until {_when(incident.muted_until)}")
+    if not incident.is_open:
+        lines.append(f"✅ Resolved by {esc(incident.resolved_by or '?', 80)} at {_when(incident.resolved_at)}")
+    lines.append(_proposal_line(proposal))
+    for entry in history or []:
+        lines.append(entry)
+    text = _fit("\n".join(lines))
+    return Card(text, _buttons(incident, proposal, stage))
+
+
+def _fit(text: str) -> str:
+    """Keep under Telegram's limit; history lines go first, cut at a line boundary."""
+    if len(text) <= TELEGRAM_TEXT_LIMIT:
+        return text
+    kept: list[str] = []
+    size = 0
+    for line in text.split("\n"):
+        if size + len(line) + 1 > TELEGRAM_TEXT_LIMIT - 20:
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept) + "\n…"
+
+
+def _buttons(incident: Incident, proposal: Proposal | None, stage: int) -> list[list[Button]]:
+    if not incident.is_open:
+        return []
+    rows: list[list[Button]] = []
+    decide: list[Button] = []
+    if stage >= 2 and proposal is not None and proposal.state is ProposalState.PENDING:
+        decide.append(("✅ Approve", CardPress(APPROVE, incident.id, str(proposal.id)).encode()))
+        decide.append(("🚫 Reject", CardPress(REJECT, incident.id, str(proposal.id)).encode()))
+    if stage >= 3:
+        decide.append(("🔎 Investigate", CardPress(INVESTIGATE, incident.id).encode()))
+    if decide:
+        rows.append(decide)
+    rows.append(
+        [
+            (f"{'• ' if p is incident.priority else ''}{p.value}", CardPress(PRIORITY, incident.id, p.value).encode())
+            for p in Priority
+        ]
+    )
+    if stage >= 2:
+        rows.append(
+            [
+                ("🔕 Mute 1h", CardPress(MUTE, incident.id, "1h").encode()),
+                ("🔕 Mute 24h", CardPress(MUTE, incident.id, "24h").encode()),
+                ("✔️ Resolve", CardPress(RESOLVE, incident.id).encode()),
+            ]
+        )
+    return rows
+
+
+def test_notification_text(title: str) -> str:
+    return f"🧪 <b>GlitchTip test notification received</b>\n{esc(title)}\nThe alert recipient works; no incident was opened."

@@ -1,0 +1,38 @@
+"""Queue an incident's card (new or edited) in the outbox, rendered from what is stored now.
+
+Every path that changes an incident or its proposal (pipeline, buttons, commands, executor)
+calls `CardPublisher.publish` inside its own transaction, so the card and the change commit
+together and the outbox coalesces rapid changes into one edit.
+"""
+
+from __future__ import annotations
+
+from bot.card import render_card
+from bot.models import utcnow
+from storage.db import Executor
+from storage.incidents import IncidentRepository
+from storage.outbox import OutboxRepository
+from storage.proposals import ProposalRepository
+
+
+class CardPublisher:
+    def __init__(self, chat_id: int, stage: int) -> None:
+        self.chat_id = chat_id
+        self.stage = stage
+
+    async def publish(self, tx: Executor, incident_id: int, notes: list[str] | None = None) -> None:
+        incident = await IncidentRepository(tx).get(incident_id)
+        if incident is None:
+            return
+        proposal = await ProposalRepository(tx).latest_for(incident_id)
+        card = render_card(incident, proposal=proposal, stage=self.stage, now=utcnow(), notes=notes)
+        await OutboxRepository(tx).put_card(
+            incident.chat_id or self.chat_id, incident_id, card.payload(),
+            has_message=incident.card_message_id is not None,
+        )
+
+    async def say(self, tx: Executor, html_text: str, reply_to: int | None = None, chat_id: int | None = None) -> None:
+        """Queue a plain chat message (already-escaped HTML)."""
+        await OutboxRepository(tx).add(
+            chat_id or self.chat_id, {"text": html_text, "parse_mode": "HTML", "buttons": []}, reply_to=reply_to
+        )

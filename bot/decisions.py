@@ -1,0 +1,305 @@
+"""Decisions on cards: approve, reject, investigate, priority corrections, mute, resolve.
+
+The service layer the Telegram handlers and commands call. It never imports aiogram. Every
+state change is a compare-and-set inside a transaction together with its audit row and the
+card edit, so two presses, two people or two processes can never run an action twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot import killswitch
+from bot.callbacks import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress
+from bot.cards import CardPublisher
+from bot.models import Incident, Priority, Proposal, ProposalState, utcnow
+from storage.audit import AuditRepository
+from storage.db import Database, Executor
+from storage.incidents import IncidentRepository
+from storage.proposals import ProposalRepository
+
+log = logging.getLogger(__name__)
+
+MUTE_DURATIONS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24)}
+# Which rollout stage a button needs (see README, "Rollout stages").
+STAGE_FOR = {APPROVE: 2, REJECT: 2, MUTE: 2, RESOLVE: 2, INVESTIGATE: 3, PRIORITY: 1}
+
+
+@dataclass(frozen=True)
+class Actor:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to answer the person who pressed (a short toast) and whether it changed anything."""
+
+    answer: str
+    changed: bool = False
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """`30m`, `1h`, `24h`, `2d` -> timedelta; None when it is not a duration."""
+    text = text.strip().lower()
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        return None
+    seconds = int(text[:-1]) * units[text[-1]]
+    return timedelta(seconds=seconds) if 0 < seconds <= 30 * 86400 else None
+
+
+def _past(proposal: Proposal) -> str:
+    """What already happened to a proposal, for the second press."""
+    who = proposal.decided_by or "someone"
+    return {
+        ProposalState.APPROVED: f"Already approved by {who}; it is starting.",
+        ProposalState.RUNNING: f"Already approved by {who}; it is running.",
+        ProposalState.SUCCEEDED: f"Already done (approved by {who}).",
+        ProposalState.FAILED: f"Already approved by {who}; it failed.",
+        ProposalState.REJECTED: f"Already rejected by {who}.",
+        ProposalState.EXPIRED: "This proposal expired without a decision.",
+        ProposalState.SUPERSEDED: "This proposal was replaced by a newer one.",
+    }.get(proposal.state, "Nothing to decide.")
+
+
+class DecisionService:
+    def __init__(
+        self,
+        db: Database,
+        cards: CardPublisher,
+        *,
+        approvers: set[int],
+        stage: int,
+        start_action: Callable[[int, Actor], Awaitable[None]] | None = None,
+    ) -> None:
+        self.db = db
+        self.cards = cards
+        self.approvers = approvers
+        self.stage = stage
+        self.start_action = start_action
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def is_approver(self, user_id: int) -> bool:
+        return user_id in self.approvers
+
+    async def refuse(self, actor: Actor, what: str, incident_id: int | None = None) -> Outcome:
+        await AuditRepository(self.db).record(
+            what, "refused: not an approver", actor_id=actor.id, actor_name=actor.name, incident_id=incident_id
+        )
+        return Outcome("⛔ Not allowed: only approvers can do this.")
+
+    async def press(self, actor: Actor, press: CardPress) -> Outcome:
+        """A card button was pressed."""
+        action_name = f"button.{press.action}"
+        if not self.is_approver(actor.id):
+            return await self.refuse(actor, action_name, press.incident_id)
+        if self.stage < STAGE_FOR[press.action]:
+            await AuditRepository(self.db).record(
+                action_name, f"refused: rollout stage {self.stage}", actor_id=actor.id, actor_name=actor.name,
+                incident_id=press.incident_id,
+            )
+            return Outcome(f"Not available at rollout stage {self.stage}.")
+        handler = {
+            APPROVE: self._approve, REJECT: self._reject, INVESTIGATE: self._investigate,
+            PRIORITY: self._priority, MUTE: self._mute_press, RESOLVE: self._resolve_press,
+        }[press.action]
+        return await handler(actor, press)
+
+    # -- approve / reject -------------------------------------------------------------------
+
+    async def _stale(self, tx: Executor, press: CardPress) -> tuple[Incident | None, Proposal | None, str | None]:
+        """Load the incident and proposal a press refers to, or say why the card is stale."""
+        incident = await IncidentRepository(tx).get(press.incident_id)
+        if incident is None:
+            return None, None, "Unknown incident."
+        proposal = await ProposalRepository(tx).get(int(press.arg)) if press.arg.isdigit() else None
+        if proposal is None or proposal.incident_id != incident.id:
+            return incident, None, "This card is out of date."
+        if proposal.state is not ProposalState.PENDING:
+            return incident, proposal, _past(proposal)
+        if not incident.is_open:
+            return incident, proposal, f"Incident #{incident.id} is already resolved."
+        latest = await ProposalRepository(tx).latest_for(incident.id)
+        if latest is not None and latest.id != proposal.id:
+            return incident, proposal, "This proposal was replaced by a newer one."
+        return incident, proposal, None
+
+    async def _approve(self, actor: Actor, press: CardPress) -> Outcome:
+        audit_args = {"actor_id": actor.id, "actor_name": actor.name, "incident_id": press.incident_id}
+        ks = await killswitch.read(self.db)
+        if ks.on:
+            await AuditRepository(self.db).record(
+                "proposal.approve", "refused: kill switch on", proposal_id=_int(press.arg), **audit_args
+            )
+            return Outcome("🛑 The kill switch is on: no action starts. Nothing changed.")
+        start = False
+        async with self.db.transaction() as tx:
+            incident, proposal, stale = await self._stale(tx, press)
+            audit = AuditRepository(tx)
+            if stale or proposal is None:
+                await audit.record("proposal.approve", f"refused: {stale}", proposal_id=_int(press.arg), **audit_args)
+                return Outcome(stale or "Nothing to decide.")
+            if proposal.expires_at <= utcnow():
+                await ProposalRepository(tx).transition(proposal.id, ProposalState.PENDING, ProposalState.EXPIRED)
+                await audit.record("proposal.approve", "refused: expired", proposal_id=proposal.id, **audit_args)
+                await self.cards.publish(tx, proposal.incident_id)
+                return Outcome("This proposal expired without a decision.")
+            if proposal.kind == "pattern" and self.stage < 4:
+                await audit.record("proposal.approve", "refused: stage", proposal_id=proposal.id, **audit_args)
+                return Outcome(f"Fixes need rollout stage 4 (now {self.stage}).")
+            repo = ProposalRepository(tx)
+            if not await repo.add_approval(proposal.id, actor.id, actor.name):
+                count = await repo.approval_count(proposal.id)
+                return Outcome(f"You already approved ({count}/{proposal.approvals_required}).")
+            count = await repo.approval_count(proposal.id)
+            if count < proposal.approvals_required:
+                await audit.record(
+                    "proposal.approve", f"approval {count}/{proposal.approvals_required}", proposal_id=proposal.id,
+                    **audit_args,
+                )
+                await self.cards.publish(tx, proposal.incident_id)
+                return Outcome(f"Approval recorded ({count}/{proposal.approvals_required}).", changed=True)
+            if not await repo.transition(
+                proposal.id, ProposalState.PENDING, ProposalState.APPROVED, by=actor.name, by_id=actor.id
+            ):
+                fresh = await repo.get(proposal.id)
+                return Outcome(_past(fresh) if fresh else "Nothing to decide.")
+            await audit.record("proposal.approve", "approved", proposal_id=proposal.id, detail={
+                "summary": proposal.summary, "approvers": [n for _, n in proposal.approvals] + [actor.name],
+            }, **audit_args)
+            await self.cards.publish(tx, proposal.incident_id)
+            start = True
+        if start and self.start_action is not None:
+            self._spawn(self.start_action(proposal.id, actor))
+        return Outcome("✅ Approved.", changed=True)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self) -> None:
+        """Let actions in flight finish (used at shutdown and by tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _reject(self, actor: Actor, press: CardPress) -> Outcome:
+        audit_args = {"actor_id": actor.id, "actor_name": actor.name, "incident_id": press.incident_id}
+        async with self.db.transaction() as tx:
+            _incident, proposal, stale = await self._stale(tx, press)
+            audit = AuditRepository(tx)
+            if stale or proposal is None:
+                await audit.record("proposal.reject", f"refused: {stale}", proposal_id=_int(press.arg), **audit_args)
+                return Outcome(stale or "Nothing to decide.")
+            if not await ProposalRepository(tx).transition(
+                proposal.id, ProposalState.PENDING, ProposalState.REJECTED, by=actor.name, by_id=actor.id
+            ):
+                fresh = await ProposalRepository(tx).get(proposal.id)
+                return Outcome(_past(fresh) if fresh else "Nothing to decide.")
+            await audit.record("proposal.reject", "rejected", proposal_id=proposal.id,
+                               detail={"summary": proposal.summary}, **audit_args)
+            await self.cards.publish(tx, proposal.incident_id)
+        return Outcome("🚫 Rejected.", changed=True)
+
+    # -- investigate, priority, mute, resolve ----------------------------------------------
+
+    async def _investigate(self, actor: Actor, press: CardPress) -> Outcome:
+        await AuditRepository(self.db).record(
+            "incident.investigate", "requested", actor_id=actor.id, actor_name=actor.name,
+            incident_id=press.incident_id,
+        )
+        return Outcome("🔎 Investigation requested and recorded. Automatic investigation is not available yet.")
+
+    async def _priority(self, actor: Actor, press: CardPress) -> Outcome:
+        try:
+            new = Priority(press.arg)
+        except ValueError:
+            return Outcome("Unknown priority.")
+        async with self.db.transaction() as tx:
+            incidents = IncidentRepository(tx)
+            incident = await incidents.get(press.incident_id)
+            if incident is None:
+                return Outcome("Unknown incident.")
+            if incident.priority is new:
+                return Outcome(f"Already {new.value}.")
+            await incidents.set_priority(incident.id, new)
+            await ProposalRepository(tx).record_priority_correction(
+                incident.id, incident.priority_original.value, new.value, actor.id, actor.name
+            )
+            await AuditRepository(tx).record(
+                "incident.priority", "corrected", actor_id=actor.id, actor_name=actor.name, incident_id=incident.id,
+                detail={"original": incident.priority_original.value, "from": incident.priority.value,
+                        "to": new.value, "human_intervention": True},
+            )
+            await self.cards.publish(tx, incident.id)
+        return Outcome(f"Priority set to {new.value}.", changed=True)
+
+    async def _mute_press(self, actor: Actor, press: CardPress) -> Outcome:
+        duration = MUTE_DURATIONS.get(press.arg)
+        if duration is None:
+            return Outcome("Unknown duration.")
+        return await self.mute(actor, press.incident_id, duration)
+
+    async def mute(self, actor: Actor, incident_id: int, duration: timedelta) -> Outcome:
+        until = utcnow() + duration
+        async with self.db.transaction() as tx:
+            incidents = IncidentRepository(tx)
+            incident = await incidents.get(incident_id)
+            if incident is None:
+                return Outcome(f"No incident #{incident_id}.")
+            if not incident.is_open:
+                return Outcome(f"Incident #{incident_id} is already resolved.")
+            await incidents.mute(incident_id, until)
+            await AuditRepository(tx).record(
+                "incident.mute", "muted", actor_id=actor.id, actor_name=actor.name, incident_id=incident_id,
+                detail={"until": until.isoformat(), "human_intervention": True},
+            )
+            await self.cards.publish(tx, incident_id)
+        return Outcome(f"🔕 Muted until {until:%Y-%m-%d %H:%M} UTC.", changed=True)
+
+    async def _resolve_press(self, actor: Actor, press: CardPress) -> Outcome:
+        return await self.resolve(actor, press.incident_id)
+
+    async def resolve(self, actor: Actor, incident_id: int) -> Outcome:
+        now = utcnow()
+        async with self.db.transaction() as tx:
+            incidents = IncidentRepository(tx)
+            incident = await incidents.get(incident_id)
+            if incident is None:
+                return Outcome(f"No incident #{incident_id}.")
+            if not await incidents.resolve(incident_id, actor.name, now):
+                return Outcome(f"Incident #{incident_id} was already resolved by {incident.resolved_by}.")
+            proposals = ProposalRepository(tx)
+            latest = await proposals.latest_for(incident_id)
+            if latest is not None and latest.state is ProposalState.PENDING:
+                await proposals.transition(latest.id, ProposalState.PENDING, ProposalState.SUPERSEDED)
+            await AuditRepository(tx).record(
+                "incident.resolve", "resolved", actor_id=actor.id, actor_name=actor.name, incident_id=incident_id,
+                detail={"time_to_resolution_s": round((now - incident.first_seen).total_seconds(), 1),
+                        "human_intervention": True},
+            )
+            await self.cards.publish(tx, incident_id)
+        return Outcome(f"✔️ Incident #{incident_id} resolved.", changed=True)
+
+    async def expire_due(self, now: datetime | None = None) -> int:
+        """Move pending proposals past their expiry to `expired` (run by the scheduler)."""
+        now = now or utcnow()
+        expired = 0
+        for proposal in await ProposalRepository(self.db).expired_pending(now):
+            async with self.db.transaction() as tx:
+                if await ProposalRepository(tx).transition(proposal.id, ProposalState.PENDING, ProposalState.EXPIRED):
+                    await AuditRepository(tx).record(
+                        "proposal.expire", "expired", incident_id=proposal.incident_id, proposal_id=proposal.id
+                    )
+                    await self.cards.publish(tx, proposal.incident_id)
+                    expired += 1
+        return expired
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None

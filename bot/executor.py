@@ -1,0 +1,144 @@
+"""Runs an approved proposal: checks again at the moment it starts, then records the outcome.
+
+The kill switch, the approver's right and the rollout stage are read again here, not only
+when the button was drawn. `approved -> running -> succeeded | failed` are compare-and-sets,
+so an action starts at most once. An action that was running when the process died is
+reported as interrupted at the next start and never re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot import killswitch
+from bot.card import esc
+from bot.cards import CardPublisher
+from bot.decisions import Actor
+from bot.models import Proposal, ProposalState
+from storage.audit import AuditRepository
+from storage.db import Database
+from storage.proposals import ProposalRepository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ActionResult:
+    ok: bool
+    summary: str  # one line for the card
+    output: str = ""  # longer text for the reply (already redacted)
+    detail: dict[str, Any] = field(default_factory=dict)  # for the audit row: argv, exit codes, durations
+
+
+# A check that may veto the start of a proposal: returns the reason, or None to go ahead.
+StartCheck = Callable[[Proposal], Awaitable[str | None]]
+PatternRun = Callable[[Proposal], Awaitable[ActionResult]]
+
+
+class ActionExecutor:
+    def __init__(
+        self,
+        db: Database,
+        cards: CardPublisher,
+        *,
+        approvers: set[int],
+        stage: int,
+        run_pattern: PatternRun | None = None,
+        start_checks: list[StartCheck] | None = None,
+    ) -> None:
+        self.db = db
+        self.cards = cards
+        self.approvers = approvers
+        self.stage = stage
+        self.run_pattern = run_pattern
+        self.start_checks = start_checks or []
+
+    async def _veto(self, proposal: Proposal, approver: Actor) -> str | None:
+        if (await killswitch.read(self.db)).on:
+            return "the kill switch is on"
+        if approver.id >= 0 and approver.id not in self.approvers:
+            return f"{approver.name} is no longer an approver"
+        if proposal.kind == "pattern" and self.stage < 4:
+            return f"fixes need rollout stage 4 (now {self.stage})"
+        for check in self.start_checks:
+            reason = await check(proposal)
+            if reason:
+                return reason
+        return None
+
+    async def execute(self, proposal_id: int, approver: Actor) -> None:
+        proposal = await ProposalRepository(self.db).get(proposal_id)
+        if proposal is None or proposal.state is not ProposalState.APPROVED:
+            return
+        audit_args = {"actor_id": approver.id, "actor_name": approver.name,
+                      "incident_id": proposal.incident_id, "proposal_id": proposal.id}
+        veto = await self._veto(proposal, approver)
+        async with self.db.transaction() as tx:
+            repo = ProposalRepository(tx)
+            if veto:
+                if await repo.transition(proposal.id, ProposalState.APPROVED, ProposalState.FAILED,
+                                         result=f"not started: {veto}"):
+                    await AuditRepository(tx).record("action.start", f"refused: {veto}", **audit_args)
+                    await self.cards.publish(tx, proposal.incident_id)
+                return
+            if not await repo.transition(proposal.id, ProposalState.APPROVED, ProposalState.RUNNING):
+                return
+            await AuditRepository(tx).record("action.start", "running", detail={"summary": proposal.summary},
+                                             **audit_args)
+            await self.cards.publish(tx, proposal.incident_id)
+        try:
+            result = await self._run(proposal)
+        except Exception as exc:  # a bug in a runner must still end the proposal, not leave it running
+            log.exception("action for proposal #%s crashed", proposal.id)
+            result = ActionResult(False, f"crashed: {type(exc).__name__}: {exc}")
+        final = ProposalState.SUCCEEDED if result.ok else ProposalState.FAILED
+        async with self.db.transaction() as tx:
+            await ProposalRepository(tx).transition(proposal.id, ProposalState.RUNNING, final, result=result.summary)
+            await AuditRepository(tx).record(
+                "action.finish", final.value, detail={"summary": proposal.summary, "result": result.summary,
+                                                      **result.detail}, **audit_args)
+            await self.cards.publish(tx, proposal.incident_id)
+            if result.output:
+                incident_card = await self._card_message(tx, proposal.incident_id)
+                await self.cards.say(
+                    tx, f"{'✅' if result.ok else '❌'} #{proposal.incident_id} {esc(result.summary, 300)}\n"
+                        f"<pre>{esc(result.output, 3000)}</pre>", reply_to=incident_card,
+                )
+
+    async def _card_message(self, tx: Any, incident_id: int) -> int | None:
+        row = await tx.fetchone("SELECT card_message_id FROM incidents WHERE id = ?", (incident_id,))
+        return row["card_message_id"] if row else None
+
+    async def _run(self, proposal: Proposal) -> ActionResult:
+        if proposal.kind == "acknowledge":
+            return ActionResult(True, f"acknowledged by {proposal.decided_by}")
+        if proposal.kind == "pattern" and self.run_pattern is not None:
+            return await self.run_pattern(proposal)
+        return ActionResult(False, f"no runner for {proposal.kind}")
+
+    async def recover_interrupted(self) -> int:
+        """At start: an action left approved or running by a dead process is failed, never re-run."""
+        count = 0
+        for state in (ProposalState.RUNNING, ProposalState.APPROVED):
+            for proposal in await ProposalRepository(self.db).in_state(state):
+                async with self.db.transaction() as tx:
+                    if not await ProposalRepository(tx).transition(
+                        proposal.id, state, ProposalState.FAILED, result="failed (interrupted): the bot stopped "
+                        "while this was in progress; it was not re-run"
+                    ):
+                        continue
+                    await AuditRepository(tx).record(
+                        "action.interrupted", "failed (interrupted)", incident_id=proposal.incident_id,
+                        proposal_id=proposal.id, detail={"was": state.value, "summary": proposal.summary},
+                    )
+                    await self.cards.publish(tx, proposal.incident_id)
+                    await self.cards.say(
+                        tx, f"⚠️ #{proposal.incident_id}: <b>{esc(proposal.summary, 200)}</b> was {state.value} when "
+                            "the bot stopped. It is marked <b>failed (interrupted)</b> and was not re-run; "
+                            "check the system by hand.",
+                    )
+                    count += 1
+        return count

@@ -1,0 +1,244 @@
+"""The outbox sender: delivers queued sends and edits to Telegram, paced, retried, in order.
+
+Rules (see ARCHITECTURE.md, "Telegram rules worth knowing"):
+- one chat at a time per row, oldest first, so cards keep their order per chat;
+- about `rate_per_chat` messages/s to one chat, at most `group_per_minute` to a group, and a
+  global cap; a 429 blocks that chat for exactly the time Telegram asks;
+- 5xx and network errors back off and retry forever (an outage delays, never drops);
+- "message is not modified" is success; "can't parse entities" resends as plain text;
+- an edit whose message is gone becomes a new card; other 4xx are parked after a few tries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import html
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiogram import Bot
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+from storage.db import Database
+from storage.incidents import IncidentRepository
+from storage.outbox import OutboxItem, OutboxRepository
+
+log = logging.getLogger(__name__)
+_TAG = re.compile(r"<[^>]+>")
+MAX_PERMANENT_FAILURES = 3
+
+
+def plain_text(html_text: str) -> str:
+    """HTML card text as plain text, for the resend after "can't parse entities"."""
+    return html.unescape(_TAG.sub("", html_text))
+
+
+def keyboard(buttons: list[list[list[str]]] | None) -> InlineKeyboardMarkup | None:
+    if not buttons:
+        return None
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text=t, callback_data=d) for t, d in row] for row in buttons]
+    )
+
+
+@dataclass
+class _ChatPace:
+    next_at: float = 0.0  # earliest time the next call to this chat may go
+    recent: collections.deque[float] = field(default_factory=collections.deque)  # sends in the last minute
+
+
+class OutboxSender:
+    def __init__(
+        self,
+        db: Database,
+        bot: Bot,
+        *,
+        rate_per_chat: float = 1.0,
+        group_per_minute: int = 20,
+        rate_global: float = 30.0,
+        on_sent: Callable[[OutboxItem], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.bot = bot
+        self.min_interval = 1.0 / rate_per_chat
+        self.group_per_minute = group_per_minute
+        self.global_interval = 1.0 / rate_global
+        self.on_sent = on_sent
+        self.wake = asyncio.Event()
+        self._pace: dict[int, _ChatPace] = collections.defaultdict(_ChatPace)
+        self._backoff: dict[int, float] = {}  # chat -> seconds of the current 5xx/network backoff
+        self._global_next = 0.0
+        self._stopping = False
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                wait = await self.send_due()
+            except Exception:
+                log.exception("outbox sender loop failed; retrying shortly")
+                wait = 1.0
+            if wait <= 0:
+                continue
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), wait)
+
+    def _chat_ready_at(self, chat_id: int, now: float) -> float:
+        pace = self._pace[chat_id]
+        ready = pace.next_at
+        if chat_id < 0:  # groups: at most N per rolling minute
+            while pace.recent and pace.recent[0] <= now - 60:
+                pace.recent.popleft()
+            if len(pace.recent) >= self.group_per_minute:
+                ready = max(ready, pace.recent[0] + 60)
+        return ready
+
+    async def send_due(self) -> float:
+        """Send what is due now (one row per chat); return how long to sleep before the next look."""
+        items = await OutboxRepository(self.db).pending()
+        if not items:
+            return 5.0
+        now = time.monotonic()
+        wall = time.time()
+        heads: dict[int, OutboxItem] = {}
+        soonest = 5.0
+        for item in items:
+            if item.chat_id in heads:
+                continue
+            if item.not_before > wall:  # a coalescing delay: later rows of the chat may go first
+                soonest = min(soonest, item.not_before - wall)
+                continue
+            heads[item.chat_id] = item
+        due = []
+        for chat_id, item in heads.items():
+            ready = self._chat_ready_at(chat_id, now)
+            if ready > now:
+                soonest = min(soonest, ready - now)
+            else:
+                due.append(item)
+        if not due:
+            return max(0.01, soonest)
+        await asyncio.gather(*(self._deliver(item) for item in due))
+        return 0.0
+
+    async def _global_slot(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self._global_next)
+        self._global_next = slot + self.global_interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    def _record_call(self, chat_id: int) -> None:
+        now = time.monotonic()
+        pace = self._pace[chat_id]
+        pace.next_at = now + self.min_interval
+        pace.recent.append(now)
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        await self._global_slot()
+        self._record_call(item.chat_id)
+        outbox = OutboxRepository(self.db)
+        try:
+            message_id = await self._call(item, item.payload.get("parse_mode"))
+        except TelegramRetryAfter as exc:
+            log.warning("Telegram asks to wait %ss (chat %s)", exc.retry_after, item.chat_id)
+            self._pace[item.chat_id].next_at = time.monotonic() + exc.retry_after
+            await outbox.note_failure(item.id, f"429 retry after {exc.retry_after}s")
+            return
+        except (TimeoutError, TelegramServerError, TelegramNetworkError, ClientDecodeError, OSError) as exc:
+            delay = min(60.0, self._backoff.get(item.chat_id, 0.5) * 2)
+            self._backoff[item.chat_id] = delay
+            self._pace[item.chat_id].next_at = time.monotonic() + delay
+            log.warning("Telegram unavailable (%s); retrying chat %s in %.1fs", type(exc).__name__, item.chat_id, delay)
+            await outbox.note_failure(item.id, f"{type(exc).__name__}: {exc}")
+            return
+        except TelegramBadRequest as exc:
+            if await self._handle_bad_request(item, exc):
+                return
+            message_id = None
+        except TelegramAPIError as exc:  # 401/403/404: configuration problems; park after a few tries
+            await self._permanent_failure(item, exc)
+            return
+        self._backoff.pop(item.chat_id, None)
+        await self._mark_sent(item, message_id)
+
+    async def _handle_bad_request(self, item: OutboxItem, exc: TelegramBadRequest) -> bool:
+        """Deal with a 400; True when the row is handled (retry later or parked), False = done."""
+        text = str(exc.message).lower()
+        if "message is not modified" in text:
+            return False
+        if "can't parse entities" in text or "can't find end" in text:
+            log.warning("HTML rejected by Telegram for outbox #%s; resending as plain text", item.id)
+            try:
+                message_id = await self._call(item, None)
+            except TelegramAPIError as second:
+                await self._permanent_failure(item, second)
+                return True
+            await self._mark_sent(item, message_id)
+            return True
+        if item.kind == "edit" and ("message to edit not found" in text or "message can't be edited" in text):
+            # The card was deleted in the chat: post it again rather than lose it.
+            async with self.db.transaction() as tx:
+                if item.incident_id is not None:
+                    await IncidentRepository(tx).set_card(item.incident_id, item.chat_id, None)
+                await OutboxRepository(tx).convert_to_send(item.id)
+            return True
+        await self._permanent_failure(item, exc)
+        return True
+
+    async def _permanent_failure(self, item: OutboxItem, exc: TelegramAPIError) -> None:
+        outbox = OutboxRepository(self.db)
+        error = f"{type(exc).__name__}: {exc.message}"
+        if item.attempts + 1 >= MAX_PERMANENT_FAILURES:
+            log.error("outbox #%s parked: %s", item.id, error)
+            await outbox.park(item.id, error)
+        else:
+            delay = 5.0 * (item.attempts + 1)
+            self._pace[item.chat_id].next_at = time.monotonic() + delay
+            log.warning("outbox #%s failed (%s); retry in %.0fs", item.id, error, delay)
+            await outbox.note_failure(item.id, error)
+
+    async def _call(self, item: OutboxItem, parse_mode: str | None) -> int | None:
+        payload: dict[str, Any] = item.payload
+        text = payload["text"] if parse_mode else plain_text(payload["text"])
+        markup = keyboard(payload.get("buttons"))
+        if item.kind == "edit" and item.message_id is not None:
+            await self.bot.edit_message_text(
+                chat_id=item.chat_id, message_id=item.message_id, text=text, parse_mode=parse_mode,
+                reply_markup=markup, disable_web_page_preview=True,
+            )
+            return item.message_id
+        message = await self.bot.send_message(
+            chat_id=item.chat_id, text=text, parse_mode=parse_mode, reply_markup=markup,
+            disable_web_page_preview=True, reply_to_message_id=item.reply_to,
+        )
+        return message.message_id
+
+    async def _mark_sent(self, item: OutboxItem, message_id: int | None) -> None:
+        async with self.db.transaction() as tx:
+            if item.incident_id is not None and item.kind == "send" and message_id is not None:
+                await IncidentRepository(tx).set_card(item.incident_id, item.chat_id, message_id)
+            await OutboxRepository(tx).mark_sent(item)
+        if self.on_sent is not None:
+            self.on_sent(item)

@@ -1,0 +1,32 @@
+"""Card buttons: decode the press, call the decision service, answer with a short toast."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.types import CallbackQuery
+
+from bot.callbacks import decode
+from bot.decisions import Actor, DecisionService
+
+
+def actor_of(user: object) -> Actor:
+    full = getattr(user, "full_name", None) or ""
+    username = getattr(user, "username", None)
+    name = f"{full} (@{username})" if username else full or str(getattr(user, "id", "?"))
+    return Actor(id=getattr(user, "id", 0), name=name)
+
+
+async def on_press(callback: CallbackQuery, decisions: DecisionService) -> None:
+    press = decode(callback.data or "")
+    if press is None:
+        await callback.answer("Unknown button.")
+        return
+    outcome = await decisions.press(actor_of(callback.from_user), press)
+    await callback.answer(outcome.answer[:200])
+
+
+def build() -> Router:
+    """A fresh router (aiogram attaches a router to one dispatcher only)."""
+    router = Router(name="callbacks")
+    router.callback_query.register(on_press, F.data)
+    return router

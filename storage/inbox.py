@@ -1,0 +1,66 @@
+"""The inbox: raw alert bodies, committed before the sender is answered."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from storage.db import Executor
+from storage.timefmt import now_db
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    id: int
+    source: str
+    body: bytes
+    attempts: int
+
+
+class InboxRepository:
+    def __init__(self, db: Executor) -> None:
+        self.db = db
+
+    async def add(self, source: str, body: bytes) -> int:
+        return await self.db.insert(
+            "INSERT INTO inbox (source, received_at, body) VALUES (?, ?, ?)", (source, now_db(), body)
+        )
+
+    async def due(self, limit: int = 100) -> list[InboxItem]:
+        rows = await self.db.fetchall(
+            "SELECT id, source, body, attempts FROM inbox WHERE state = 'pending' AND next_attempt_at <= ? "
+            "ORDER BY id LIMIT ?",
+            (time.time(), limit),
+        )
+        return [InboxItem(r["id"], r["source"], bytes(r["body"]), r["attempts"]) for r in rows]
+
+    async def next_due_at(self) -> float | None:
+        row = await self.db.fetchone("SELECT MIN(next_attempt_at) FROM inbox WHERE state = 'pending'")
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def mark_done(self, item_id: int) -> None:
+        await self.db.execute(
+            "UPDATE inbox SET state = 'done', processed_at = ? WHERE id = ? AND state = 'pending'",
+            (now_db(), item_id),
+        )
+
+    async def retry_later(self, item_id: int, error: str, delay: float) -> None:
+        await self.db.execute(
+            "UPDATE inbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+            (error, time.time() + delay, item_id),
+        )
+
+    async def park(self, item_id: int, error: str) -> None:
+        await self.db.execute(
+            "UPDATE inbox SET state = 'failed', attempts = attempts + 1, last_error = ?, processed_at = ? "
+            "WHERE id = ?",
+            (error, now_db(), item_id),
+        )
+
+    async def depth(self) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM inbox WHERE state = 'pending'")
+        return int(row[0]) if row else 0
+
+    async def failed_count(self) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM inbox WHERE state = 'failed'")
+        return int(row[0]) if row else 0

@@ -1,0 +1,119 @@
+"""Incidents: one open row per fingerprint; repeats raise its count."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from bot.models import (
+    Alert,
+    AlertKind,
+    Category,
+    Incident,
+    Priority,
+    Triage,
+    triage_from_dict,
+    triage_to_dict,
+)
+from storage.db import Executor, Row
+from storage.timefmt import from_db, to_db
+
+
+def _incident(row: Row) -> Incident:
+    return Incident(
+        id=row["id"], fingerprint=row["fingerprint"], status=row["status"], source=row["source"],
+        kind=AlertKind(row["kind"]), title=row["title"], message=row["message"], level=row["level"],
+        project=row["project"], environment=row["environment"], release=row["release"],
+        server=row["server"], url=row["url"], stacktrace=row["stacktrace"], external_id=row["external_id"],
+        tags=json.loads(row["tags_json"]), count=row["count"],
+        first_seen=from_db(row["first_seen"]) or datetime.min,
+        last_seen=from_db(row["last_seen"]) or datetime.min,
+        priority=Priority(row["priority"]), priority_original=Priority(row["priority_original"]),
+        category=Category(row["category"]), triage=triage_from_dict(json.loads(row["triage_json"])),
+        regression_of=row["regression_of"], chat_id=row["chat_id"], card_message_id=row["card_message_id"],
+        muted_until=from_db(row["muted_until"]), resolved_at=from_db(row["resolved_at"]),
+        resolved_by=row["resolved_by"],
+    )
+
+
+class IncidentRepository:
+    def __init__(self, db: Executor) -> None:
+        self.db = db
+
+    async def get(self, incident_id: int) -> Incident | None:
+        row = await self.db.fetchone("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        return _incident(row) if row else None
+
+    async def find_open(self, fingerprint: str) -> Incident | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM incidents WHERE fingerprint = ? AND status = 'open'", (fingerprint,)
+        )
+        return _incident(row) if row else None
+
+    async def latest_resolved_id(self, fingerprint: str) -> int | None:
+        row = await self.db.fetchone(
+            "SELECT id FROM incidents WHERE fingerprint = ? AND status = 'resolved' ORDER BY id DESC LIMIT 1",
+            (fingerprint,),
+        )
+        return row["id"] if row else None
+
+    async def create(
+        self, alert: Alert, triage: Triage, now: datetime, chat_id: int | None, regression_of: int | None
+    ) -> Incident:
+        incident_id = await self.db.insert(
+            "INSERT INTO incidents (fingerprint, source, kind, title, message, level, project, environment, "
+            "release, server, url, stacktrace, external_id, tags_json, count, first_seen, last_seen, "
+            "priority, priority_original, category, triage_json, regression_of, chat_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                alert.fingerprint, alert.source, alert.kind.value, alert.title, alert.message, alert.level,
+                alert.project, alert.environment, alert.release, alert.server, alert.url, alert.stacktrace,
+                alert.external_id, json.dumps(alert.tags), alert.count, to_db(now), to_db(now),
+                triage.priority.value, triage.priority.value, triage.category.value,
+                json.dumps(triage_to_dict(triage)), regression_of, chat_id,
+            ),
+        )
+        created = await self.get(incident_id)
+        assert created is not None
+        return created
+
+    async def record_repeat(self, incident_id: int, count: int, now: datetime) -> None:
+        await self.db.execute(
+            "UPDATE incidents SET count = count + ?, last_seen = ? WHERE id = ?", (count, to_db(now), incident_id)
+        )
+
+    async def set_card(self, incident_id: int, chat_id: int, message_id: int | None) -> None:
+        await self.db.execute(
+            "UPDATE incidents SET chat_id = ?, card_message_id = ? WHERE id = ?", (chat_id, message_id, incident_id)
+        )
+
+    async def resolve(self, incident_id: int, by: str, now: datetime) -> bool:
+        """Compare-and-set open -> resolved; False when it was not open."""
+        changed = await self.db.execute(
+            "UPDATE incidents SET status = 'resolved', resolved_at = ?, resolved_by = ? "
+            "WHERE id = ? AND status = 'open'",
+            (to_db(now), by, incident_id),
+        )
+        return changed == 1
+
+    async def set_priority(self, incident_id: int, priority: Priority) -> None:
+        await self.db.execute("UPDATE incidents SET priority = ? WHERE id = ?", (priority.value, incident_id))
+
+    async def mute(self, incident_id: int, until: datetime | None) -> None:
+        await self.db.execute("UPDATE incidents SET muted_until = ? WHERE id = ?", (to_db(until), incident_id))
+
+    async def list_open(self, limit: int = 50) -> list[Incident]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM incidents WHERE status = 'open' ORDER BY last_seen DESC, id DESC LIMIT ?", (limit,)
+        )
+        return [_incident(r) for r in rows]
+
+    async def open_counts_by_priority(self) -> dict[str, int]:
+        rows = await self.db.fetchall(
+            "SELECT priority, COUNT(*) AS n FROM incidents WHERE status = 'open' GROUP BY priority"
+        )
+        return {r["priority"]: r["n"] for r in rows}
+
+    async def count_all(self) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM incidents")
+        return int(row[0]) if row else 0

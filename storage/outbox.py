@@ -1,0 +1,121 @@
+"""The outbox: every Telegram send or edit is a row before it is attempted.
+
+Card rows are coalesced: while a card's row is still pending, a newer rendering replaces its
+payload (and bumps `version`), so a storm of repeats costs one edit per sending slot, not one
+per alert. The sender marks a row sent only if the version it sent is still the newest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from storage.db import Executor
+from storage.timefmt import now_db
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    chat_id: int
+    kind: str  # send | edit
+    incident_id: int | None
+    message_id: int | None  # for edits: the message to edit (the card's, for card rows)
+    reply_to: int | None
+    payload: dict[str, Any]
+    version: int
+    attempts: int
+    not_before: float
+
+
+class OutboxRepository:
+    def __init__(self, db: Executor) -> None:
+        self.db = db
+
+    async def add(
+        self,
+        chat_id: int,
+        payload: dict[str, Any],
+        *,
+        kind: str = "send",
+        incident_id: int | None = None,
+        message_id: int | None = None,
+        reply_to: int | None = None,
+        not_before: float = 0.0,
+    ) -> int:
+        return await self.db.insert(
+            "INSERT INTO outbox (chat_id, kind, incident_id, message_id, reply_to, payload, next_attempt_at, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (chat_id, kind, incident_id, message_id, reply_to, json.dumps(payload), not_before, now_db()),
+        )
+
+    async def put_card(
+        self, chat_id: int, incident_id: int, payload: dict[str, Any], has_message: bool, not_before: float = 0.0
+    ) -> int:
+        """Queue the newest rendering of an incident's card: replace a pending one, else add a row."""
+        row = await self.db.fetchone(
+            "SELECT id FROM outbox WHERE incident_id = ? AND state = 'pending' ORDER BY id DESC LIMIT 1",
+            (incident_id,),
+        )
+        if row is not None:
+            await self.db.execute(
+                "UPDATE outbox SET payload = ?, version = version + 1 WHERE id = ?", (json.dumps(payload), row["id"])
+            )
+            return int(row["id"])
+        return await self.add(
+            chat_id, payload, kind="edit" if has_message else "send", incident_id=incident_id,
+            not_before=not_before,
+        )
+
+    async def pending(self, limit: int = 500) -> list[OutboxItem]:
+        rows = await self.db.fetchall(
+            "SELECT o.*, i.card_message_id FROM outbox o LEFT JOIN incidents i ON i.id = o.incident_id "
+            "WHERE o.state = 'pending' ORDER BY o.id LIMIT ?",
+            (limit,),
+        )
+        return [
+            OutboxItem(
+                id=r["id"], chat_id=r["chat_id"], kind=r["kind"], incident_id=r["incident_id"],
+                message_id=r["message_id"] if r["message_id"] is not None else r["card_message_id"],
+                reply_to=r["reply_to"], payload=json.loads(r["payload"]), version=r["version"],
+                attempts=r["attempts"], not_before=r["next_attempt_at"],
+            )
+            for r in rows
+        ]
+
+    async def mark_sent(self, item: OutboxItem) -> bool:
+        """Sent, unless a newer payload arrived meanwhile (then it stays pending, now as an edit)."""
+        changed = await self.db.execute(
+            "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id = ? AND version = ?",
+            (now_db(), item.id, item.version),
+        )
+        if changed == 0:
+            await self.db.execute(
+                "UPDATE outbox SET kind = CASE WHEN incident_id IS NULL THEN kind ELSE 'edit' END WHERE id = ?",
+                (item.id,),
+            )
+        return changed == 1
+
+    async def note_failure(self, item_id: int, error: str) -> None:
+        await self.db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?", (error[:500], item_id)
+        )
+
+    async def convert_to_send(self, item_id: int) -> None:
+        await self.db.execute("UPDATE outbox SET kind = 'send' WHERE id = ?", (item_id,))
+
+    async def park(self, item_id: int, error: str) -> None:
+        await self.db.execute(
+            "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
+            (error[:500], item_id),
+        )
+
+    async def depth(self) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+        return int(row[0]) if row else 0
+
+    async def next_not_before(self) -> float | None:
+        row = await self.db.fetchone("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
+        return None if row is None or row[0] is None else float(row[0])
+

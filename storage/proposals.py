@@ -1,0 +1,135 @@
+"""Proposals and their approvals. Every state change is a compare-and-set."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from bot.models import Proposal, ProposalState
+from storage.db import Executor, Row
+from storage.timefmt import from_db, now_db, to_db
+
+
+def _proposal(row: Row, approvals: list[tuple[int, str]]) -> Proposal:
+    return Proposal(
+        id=row["id"], incident_id=row["incident_id"], kind=row["kind"], summary=row["summary"],
+        state=ProposalState(row["state"]), approvals_required=row["approvals_required"],
+        created_at=from_db(row["created_at"]) or datetime.min, expires_at=from_db(row["expires_at"]) or datetime.min,
+        pattern_id=row["pattern_id"], action=json.loads(row["action_json"]) if row["action_json"] else None,
+        requires_approval=bool(row["requires_approval"]), approvals=approvals, decided_by=row["decided_by"],
+        decided_at=from_db(row["decided_at"]), result=row["result"],
+    )
+
+
+class ProposalRepository:
+    def __init__(self, db: Executor) -> None:
+        self.db = db
+
+    async def create(
+        self,
+        incident_id: int,
+        kind: str,
+        summary: str,
+        expires_at: datetime,
+        *,
+        pattern_id: str | None = None,
+        action: dict[str, Any] | None = None,
+        approvals_required: int = 1,
+        requires_approval: bool = True,
+    ) -> int:
+        return await self.db.insert(
+            "INSERT INTO proposals (incident_id, kind, summary, pattern_id, action_json, requires_approval, "
+            "approvals_required, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (incident_id, kind, summary, pattern_id, json.dumps(action) if action else None,
+             int(requires_approval), approvals_required, now_db(), to_db(expires_at)),
+        )
+
+    async def _approvals(self, proposal_id: int) -> list[tuple[int, str]]:
+        rows = await self.db.fetchall(
+            "SELECT user_id, user_name FROM approvals WHERE proposal_id = ? ORDER BY at", (proposal_id,)
+        )
+        return [(r["user_id"], r["user_name"] or str(r["user_id"])) for r in rows]
+
+    async def get(self, proposal_id: int) -> Proposal | None:
+        row = await self.db.fetchone("SELECT * FROM proposals WHERE id = ?", (proposal_id,))
+        return _proposal(row, await self._approvals(row["id"])) if row else None
+
+    async def latest_for(self, incident_id: int) -> Proposal | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM proposals WHERE incident_id = ? ORDER BY id DESC LIMIT 1", (incident_id,)
+        )
+        return _proposal(row, await self._approvals(row["id"])) if row else None
+
+    async def add_approval(self, proposal_id: int, user_id: int, user_name: str) -> bool:
+        """Record one person's approval; False if they had already approved."""
+        changed = await self.db.execute(
+            "INSERT OR IGNORE INTO approvals (proposal_id, user_id, user_name, at) VALUES (?, ?, ?, ?)",
+            (proposal_id, user_id, user_name, now_db()),
+        )
+        return changed == 1
+
+    async def approval_count(self, proposal_id: int) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM approvals WHERE proposal_id = ?", (proposal_id,))
+        return int(row[0]) if row else 0
+
+    async def transition(
+        self,
+        proposal_id: int,
+        from_state: ProposalState,
+        to_state: ProposalState,
+        *,
+        by: str | None = None,
+        by_id: int | None = None,
+        result: str | None = None,
+    ) -> bool:
+        """Compare-and-set: move only if the proposal is still in `from_state`."""
+        now = now_db()
+        sets = ["state = ?"]
+        params: list[Any] = [to_state.value]
+        if to_state in (ProposalState.APPROVED, ProposalState.REJECTED, ProposalState.EXPIRED):
+            sets += ["decided_at = ?", "decided_by = COALESCE(?, decided_by)", "decided_by_id = COALESCE(?, decided_by_id)"]
+            params += [now, by, by_id]
+        if to_state is ProposalState.RUNNING:
+            sets.append("started_at = ?")
+            params.append(now)
+        if to_state.final:
+            sets.append("finished_at = ?")
+            params.append(now)
+        if result is not None:
+            sets.append("result = ?")
+            params.append(result)
+        params += [proposal_id, from_state.value]
+        changed = await self.db.execute(
+            f"UPDATE proposals SET {', '.join(sets)} WHERE id = ? AND state = ?", params
+        )
+        return changed == 1
+
+    async def in_state(self, state: ProposalState) -> list[Proposal]:
+        rows = await self.db.fetchall("SELECT * FROM proposals WHERE state = ? ORDER BY id", (state.value,))
+        return [_proposal(r, await self._approvals(r["id"])) for r in rows]
+
+    async def expired_pending(self, now: datetime) -> list[Proposal]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM proposals WHERE state = 'pending' AND expires_at <= ? ORDER BY id", (to_db(now),)
+        )
+        return [_proposal(r, []) for r in rows]
+
+    async def runs_since(self, since: datetime, pattern_id: str | None = None) -> int:
+        """Pattern runs started since `since` (for cooldowns and the global rate limit)."""
+        sql = "SELECT COUNT(*) FROM proposals WHERE kind = 'pattern' AND started_at >= ?"
+        params: list[Any] = [to_db(since)]
+        if pattern_id is not None:
+            sql += " AND pattern_id = ?"
+            params.append(pattern_id)
+        row = await self.db.fetchone(sql, params)
+        return int(row[0]) if row else 0
+
+    async def record_priority_correction(
+        self, incident_id: int, original: str, corrected: str, user_id: int, user_name: str
+    ) -> None:
+        await self.db.insert(
+            "INSERT INTO priority_corrections (incident_id, original, corrected, user_id, user_name, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (incident_id, original, corrected, user_id, user_name, now_db()),
+        )

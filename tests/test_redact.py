@@ -1,0 +1,325 @@
+"""Tests for bot.redact: secrets vanish, context stays, ordinary error text is untouched.
+
+Fake credentials are assembled at runtime (``_fake``) instead of being written out, so
+secret scanners (GitHub push protection, gitleaks) do not flag this file.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.redact import MASK, Redactor, redact
+
+_RNG = random.Random(20240115)
+_ALNUM = string.ascii_letters + string.digits
+
+
+def _fake(prefix: str, length: int, alphabet: str = _ALNUM) -> str:
+    """A random-looking credential: fixed vendor prefix + ``length`` random characters."""
+    letters = [c for c in alphabet if c.isalpha()]
+    digits = [c for c in alphabet if c.isdigit()]
+    body = "".join(_RNG.choice(alphabet) for _ in range(length - 2))
+    return prefix + _RNG.choice(letters) + _RNG.choice(digits) + body  # both kinds, like real keys
+
+
+_HEX = "0123456789abcdef"
+_B64URL = _ALNUM + "-_"
+_JWT = ".".join(
+    (
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9",
+        "eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkFsaWNlIiwiaWF0IjoxNTE2MjM5MDIyfQ",
+        _fake("", 43, _B64URL),
+    )
+)
+_PEM_BODY = "\n" + "\n".join(_fake("MII", 64, _ALNUM + "+/") for _ in range(4)) + "\n"
+_TELEGRAM = "7012345678:AA" + _fake("", 33, _B64URL)
+
+# (template, secret): "§" in the template marks where the secret goes. The input is
+# template with the secret, the expected output is template with [REDACTED].
+SECRETS: list[tuple[str, str]] = [
+    # bearer / basic / token auth
+    ("Authorization: Bearer §", _fake("", 40, _B64URL)),
+    ('curl -H "Authorization: Basic §" https://api.example.com/v1', "YXBwOmh1bnRlcjJodW50ZXIy"),
+    ("Authorization: Token §", _fake("", 40, _HEX)),
+    ("{'Authorization': 'Bearer §', 'Accept': 'application/json'}", _fake("", 32, _B64URL)),
+    ("401 Unauthorized: request sent with Bearer § (expired?)", _fake("", 48, _B64URL)),
+    # vendor API keys
+    ("anthropic.AuthenticationError: invalid key §.", _fake("sk-ant-api03-", 95, _B64URL)),
+    ("Incorrect API key provided: §. You can find your API key at the dashboard.", _fake("sk-proj-", 64)),
+    ("fatal: could not read Username for 'https://github.com': token § rejected", _fake("ghp_", 36)),
+    ("oauth exchange returned §", _fake("gho_", 36)),
+    ("installation token § expired", _fake("ghs_", 36)),
+    ("user-to-server § / refresh §", _fake("ghr_", 36)),
+    ("GH_PAT §", _fake("github_pat_", 82, _ALNUM + "_")),
+    ("slack_sdk.errors.SlackApiError: not_authed (used §)", "xoxb-1234567890-0987654321-" + _fake("", 24)),
+    ("user token § revoked", "xoxp-1234567890-0987654321-1122334455-" + _fake("", 32, _HEX)),
+    ("socket mode app token § invalid", "xapp-1-A0123456789-1234567890123-" + _fake("", 64, _HEX)),
+    ("The AWS Access Key Id you provided does not exist. (AccessKeyId: §)", "AKIA" + _fake("", 16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")),
+    ("ExpiredToken: session credentials § expired", "ASIA" + _fake("", 16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")),
+    ("aws_secret_access_key = §", _fake("", 40, _ALNUM + "/+")),
+    ("GET https://maps.googleapis.com/maps/api/geocode/json?address=x&key= failed: key § denied", "AIza" + _fake("", 35, _B64URL)),
+    ("stripe.error.AuthenticationError: Invalid API Key provided: §", _fake("sk_live_", 99)),
+    ("restricted key § lacks permission", _fake("rk_live_", 99)),
+    ("test key § used in production", _fake("sk_test_", 99)),
+    ("publishable key § mismatch", _fake("pk_live_", 99)),
+    ("sendgrid 401 with §", "SG." + _fake("", 22, _B64URL) + "." + _fake("", 43, _B64URL)),
+    ("npm ERR! 401 Unauthorized - token §", _fake("npm_", 36)),
+    ("TelegramUnauthorizedError: POST https://api.telegram.org/bot§/sendMessage", _TELEGRAM),
+    ("bot token § was revoked", _TELEGRAM),
+    ("sentry init https://§@o450000.ingest.sentry.io/5500000", _fake("", 32, _HEX)),
+    ("GLITCHTIP_DSN=https://§@glitchtip.example.com/3", _fake("", 32, _HEX)),
+    ("-----BEGIN RSA PRIVATE KEY-----§-----END RSA PRIVATE KEY-----", _PEM_BODY),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----§-----END OPENSSH PRIVATE KEY-----", _PEM_BODY),
+    ("load key: -----BEGIN EC PRIVATE KEY-----§", _PEM_BODY.rstrip()),  # truncated, no END line
+    # credentials in URLs
+    ("could not connect to postgres://app:§@db:5432/x", "hunter2"),
+    ("Error 111 connecting to redis://:§@cache:6379/0", "s3cr3t-redis"),
+    ("amqp://guest:§@rabbitmq:5672/ vhost", "rabbit-s3cret"),
+    ("MongoServerError: bad auth (mongodb+srv://admin:§@cluster0.ab1cd.mongodb.net/app)", "P4ss@w0rd"),
+    ("fatal: unable to access 'https://x-access-token:§@github.com/acme/app.git/'", _fake("ghs_", 36)),
+    # key = value forms
+    ("psql: connection options host=db user=app password=§ dbname=app", "hunter2"),
+    ('{"username": "app", "password": "§"}', "correct horse battery staple"),
+    ('payload="{\\"user\\":\\"app\\",\\"passwd\\":\\"§\\"}"', "tr0ub4dor&3"),
+    ("  DB_PASSWORD: §\n  DB_HOST: db", "changeme"),
+    ("pwd=§;", "letmein"),
+    ("config = {'secret': '§', 'debug': False}", "0f9e8d7c6b5a"),
+    ("POST /oauth/token grant_type=client_credentials&client_secret=§&scope=read", _fake("", 40)),
+    ("GET /callback?access_token=§&token_type=bearer", _fake("", 40, _B64URL)),
+    ("refresh_token: §", _fake("", 64, _B64URL)),
+    ("KeyError raised while parsing api_key=§", _fake("", 32, _HEX)),
+    ('{"apikey":"§"}', _fake("", 32, _HEX)),
+    ("X-Api-Key: §", _fake("", 32, _HEX)),
+    ("request headers api-key: §", _fake("", 32, _HEX)),
+    ("auth=§ user=app", _fake("", 24, _HEX)),
+    ("private_key: '§'", _fake("", 64, _HEX)),
+    ("Cookie: sessionid=§; csrftoken=", _fake("", 32, "abcdefghijklmnopqrstuvwxyz0123456789")),
+    ("Set-Cookie: session=§; Path=/; HttpOnly", _fake("", 48, _B64URL)),
+    ("accessToken: '§'", _fake("", 40, _B64URL)),
+    # JWT
+    ("JsonWebTokenError while decoding §", _JWT),
+    ("?jwt=§&next=/", _JWT),
+    # cards (Luhn-valid test numbers)
+    ("charge failed for card § (declined)", "4111 1111 1111 1111"),
+    ("card=§", "5555-5555-5555-4444"),
+    ("amex § rejected", "3782 822463 10005"),
+    ("pan §.", "6011111111111117"),
+]
+
+
+@pytest.mark.parametrize(("template", "secret"), SECRETS, ids=[t[:40] for t, _ in SECRETS])
+def test_secret_is_masked_and_context_kept(template: str, secret: str) -> None:
+    text = template.replace("§", secret)
+    out = redact(text)
+    assert secret not in out
+    assert MASK in out
+    assert out == template.replace("§", MASK)
+
+
+@pytest.mark.parametrize(("template", "secret"), SECRETS, ids=[t[:40] for t, _ in SECRETS])
+def test_redaction_is_idempotent(template: str, secret: str) -> None:
+    once = redact(template.replace("§", secret))
+    assert redact(once) == once
+
+
+def test_private_key_inside_json_string() -> None:
+    body = _PEM_BODY.replace("\n", "\\n")
+    text = f'{{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----{body}-----END PRIVATE KEY-----\\n"}}'
+    out = redact(text)
+    assert "MII" not in out
+    assert out == '{"type": "service_account", "private_key": "[REDACTED]"}'
+
+
+def test_many_secrets_in_one_report() -> None:
+    token = _fake("ghp_", 36)
+    text = (
+        "Traceback (most recent call last):\n"
+        '  File "/app/worker.py", line 88, in push\n'
+        f"    repo.push(url='https://bot:{token}@github.com/acme/app.git')\n"
+        "psycopg2.OperationalError: connection to postgres://app:hunter2@db:5432/app failed\n"
+        f"headers={{'Authorization': 'Bearer {_JWT}'}}"
+    )
+    out = redact(text)
+    for secret in (token, "hunter2", _JWT):
+        assert secret not in out
+    assert '  File "/app/worker.py", line 88, in push\n' in out
+    assert "postgres://app:[REDACTED]@db:5432/app failed" in out
+    assert "'Authorization': 'Bearer [REDACTED]'" in out
+
+
+ORDINARY: list[str] = [
+    "Traceback (most recent call last):\n"
+    '  File "/app/bot/handlers/auth.py", line 42, in verify_token\n'
+    "    payload = jwt.decode(token, key=settings.SECRET_KEY, algorithms=['HS256'])\n"
+    "jwt.exceptions.InvalidSignatureError: Signature verification failed",
+    "Error: connect ECONNREFUSED 127.0.0.1:6379\n"
+    "    at TCPConnectWrap.afterConnect [as oncomplete] (node:net:1555:16)",
+    "    at Module._compile (node:internal/modules/cjs/loader:1256:14)",
+    "    at Object.<anonymous> (/srv/app/src/auth/session.js:107:20)",
+    "redis.exceptions.ConnectionError: Error 111 connecting to localhost:6379. Connection refused.",
+    "TokenExpiredError: token expired at 2024-01-15T10:30:45.123Z",
+    "ForbiddenError: invalid csrf token",
+    "JsonWebTokenError: invalid signature",
+    "Invalid token: jwt malformed",
+    'psycopg2.OperationalError: connection to server at "db" (10.0.0.5), port 5432 failed: '
+    'FATAL:  password authentication failed for user "app"',
+    "Error: Cannot find module 'express'\nRequire stack:\n- /srv/app/index.js",
+    "See https://glitchtip.example.com/acme/issues/4242 for details",
+    "request 550e8400-e29b-41d4-a716-446655440000 failed after 3 retries",
+    "commit 4f9c2b1e8d7a6c5b4a3928170615243f5e6d7c8b, object id deadbeefcafebabe0123456789abcdef",
+    "SELECT id, email FROM users WHERE password_hash = $1 AND token = ? AND deleted_at IS NULL",
+    "duplicate key value violates unique constraint \"users_email_key\" DETAIL: Key (email)=(a@b.io) exists",
+    "notify alice@example.com and ops-team+alerts@example.co.uk",
+    "node v20.11.1, Django 4.2.7, release 1.2.3-beta.4+build.5, python 3.11.9",
+    "2024-01-15 10:30:45,123 epoch_ms=1705312245123 ts=1705312245123456 id 20240115103045",
+    "order 4111111111111112 total 1234567890123 snowflake 1187425365748219904",
+    "Error: secretOrPrivateKey must have a value",
+    "KeyError: 'password'",
+    "ValueError: password: must be at least 8 characters",
+    "max_tokens: 4096, tokens_used=1532, token_count=7, secret_name=prod-db",
+    'WWW-Authenticate: Bearer realm="api", error="invalid_token"',
+    "Basic auth failed for user app",
+    "ssh://git@github.com/acme/app.git and git@github.com:acme/app.git",
+    '{"token": null, "password": "", "auth": true, "session": undefined}',
+    "Authorization header missing; NOAUTH Authentication required.",
+    "panic: runtime error: index out of range [5] with length 3\n\ngoroutine 1 [running]:\nmain.main()\n"
+    "\t/app/main.go:12 +0x1d",
+    "Back-off restarting failed container api in pod api-7d9f8b6c5d-x2x7k",
+    "mysql: [Warning] Using a password on the command line interface can be insecure.",
+    "DB_PASSWORD=${DB_PASSWORD} password=%s token=:token",
+    "if password == \"\":\n    raise ValueError('empty')",
+]
+
+
+@pytest.mark.parametrize("text", ORDINARY, ids=[t[:40] for t in ORDINARY])
+def test_ordinary_text_is_untouched(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_real_world_corpus_is_untouched() -> None:
+    """The labelled corpus of real stack traces contains no secrets; none may change."""
+    corpus = Path(__file__).parent / "data" / "corpus.jsonl"
+    if not corpus.exists():
+        pytest.skip("corpus not present")
+    for line in corpus.read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        for field in ("title", "stacktrace"):
+            text = item.get(field) or ""
+            assert redact(text) == text, (item["id"], field)
+
+
+def test_extra_patterns_whole_match_and_group() -> None:
+    redactor = Redactor([r"ACME-[0-9]{6}", r"customer=(\w+)", ""])
+    out = redactor.redact("ticket ACME-123456 for customer=bob-smith failed")
+    assert out == "ticket [REDACTED] for customer=[REDACTED]-smith failed"
+    assert redactor.redact(out) == out
+    assert redactor.redact("postgres://a:b@h/x") == "postgres://a:[REDACTED]@h/x"  # built-ins still on
+
+
+def test_extra_pattern_as_single_string() -> None:
+    assert Redactor(r"INT-\d+").redact("key INT-42 used") == "key [REDACTED] used"
+
+
+@pytest.mark.parametrize("pattern", ["(unclosed", "[a-", "x{2,1}"])
+def test_invalid_extra_pattern_raises_naming_it(pattern: str) -> None:
+    with pytest.raises(ValueError, match="invalid redaction pattern") as info:
+        Redactor(["ok-[0-9]+", pattern])
+    assert repr(pattern) in str(info.value)
+
+
+def test_extra_pattern_matching_empty_string_is_rejected() -> None:
+    with pytest.raises(ValueError, match="empty string"):
+        Redactor([r"\d*"])
+
+
+def test_idempotent_on_mixed_text() -> None:
+    text = (
+        f"password=hunter2 Authorization: Bearer {_JWT} card 4111-1111-1111-1111 "
+        f"redis://:pw@r:6379 {_fake('sk-ant-api03-', 95, _B64URL)} "
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQ==\n"
+    )
+    once = redact(text)
+    assert redact(once) == once
+    assert redact(MASK) == MASK
+
+
+def test_redact_obj_nested_json() -> None:
+    token = _fake("ghp_", 36)
+    event = {
+        "id": 42,
+        "title": "OperationalError: postgres://app:hunter2@db/app",
+        "request": {
+            "headers": {"Authorization": "Bearer abc.def.ghi", "Accept": "*/*"},
+            "data": {"password": "short", "user": "app", "pin_attempts": 3},
+            "cookies": [{"session": "opaque"}, "sessionid=xyz123abc"],
+        },
+        "tags": ("env:prod", f"pushed with {token}"),
+        "extra": {"token": 123456, "auth": None, "verified": True, "max_tokens": 4096},
+    }
+    snapshot = json.dumps(event, default=list)
+    out = Redactor().redact_obj(event)
+    assert out == {
+        "id": 42,
+        "title": "OperationalError: postgres://app:[REDACTED]@db/app",
+        "request": {
+            "headers": {"Authorization": "Bearer [REDACTED]", "Accept": "*/*"},
+            "data": {"password": "[REDACTED]", "user": "app", "pin_attempts": 3},
+            "cookies": [{"session": "[REDACTED]"}, "sessionid=[REDACTED]"],
+        },
+        "tags": ("env:prod", "pushed with [REDACTED]"),
+        "extra": {"token": "[REDACTED]", "auth": None, "verified": True, "max_tokens": 4096},
+    }
+    assert json.dumps(event, default=list) == snapshot  # input not mutated
+    assert Redactor().redact_obj(out) == out
+
+
+def test_empty_and_module_level() -> None:
+    assert redact("") == ""
+    assert Redactor().redact("password=x") == redact("password=x") == "password=[REDACTED]"
+
+
+def test_big_input_is_fast_and_correct() -> None:
+    chunk = (
+        "Error: connect ECONNREFUSED 127.0.0.1:6379\n"
+        "    at TCPConnectWrap.afterConnect [as oncomplete] (node:net:1555:16)\n"
+        "GET /api/v1/orders/550e8400-e29b-41d4-a716-446655440000?access_token=abc123def456 500\n"
+        "DATABASE_URL=postgres://app:hunter2@db:5432/app\n"
+    )
+    text = chunk * (1_000_000 // len(chunk) + 1)
+    start = time.perf_counter()
+    out = redact(text)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 10, f"1 MB took {elapsed:.1f}s"
+    assert "hunter2" not in out and "abc123def456" not in out
+    assert out.count("ECONNREFUSED 127.0.0.1:6379") == text.count("ECONNREFUSED 127.0.0.1:6379")
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "a" * 1_000_000,
+        "1 " * 500_000,
+        "4-" * 500_000,
+        "password=" * 100_000,
+        'token: "' * 100_000,
+        "http://a:" * 100_000,
+        "x://" + "a@" * 500_000,
+        "-----BEGIN PRIVATE KEY-----" * 30_000,
+        "Bearer " * 140_000,
+        "eyJabcd." * 120_000,
+        "123456789:" * 100_000,
+        "x_password_hash_key-" * 50_000,
+    ],
+    ids=lambda s: repr(s[:12]),
+)
+def test_pathological_inputs_stay_linear(hostile: str) -> None:
+    start = time.perf_counter()
+    out = redact(hostile)
+    assert time.perf_counter() - start < 10
+    assert redact(out) == out
