@@ -21,7 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import killswitch
 from bot.cards import CardPublisher
-from bot.decisions import DecisionService
+from bot.decisions import Actor, DecisionService
 from bot.executor import ActionExecutor
 from bot.models import Alert, Triage
 from bot.operator import COMMANDS, Operator
@@ -39,6 +39,7 @@ from storage.db import Database
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 20.0
+AUTO_FIX_ACTOR = Actor(id=-1, name="auto-fix (AUTO_FIX=on)")
 
 
 @dataclass
@@ -90,8 +91,9 @@ class Application:
         )
         self.pipeline = PipelineWorker(
             self.db, RulesTriager(rules, owners), self.redactor, self.cards,
-            proposer=Proposer(s.rollout_stage, s.proposal_expiry_hours, patterns),
+            proposer=Proposer(s.rollout_stage, s.proposal_expiry_hours, patterns, auto_fix=s.auto_fix),
             max_attempts=s.inbox_max_attempts, on_committed=self.sender.notify,
+            on_auto_approved=self._start_auto_fix,
         )
         self.fixes = None
         if patterns is not None:
@@ -119,6 +121,9 @@ class Application:
         self.web = WebhookServer(self.db, token, on_accepted=self.pipeline.notify)
         self.scheduler = AsyncIOScheduler(timezone=s.timezone)
         self.scheduler.add_job(self.decisions.expire_due, "interval", seconds=60, id="expire_proposals")
+
+    def _start_auto_fix(self, proposal_id: int) -> None:
+        self.decisions.spawn(self.executor.execute(proposal_id, AUTO_FIX_ACTOR))
 
     async def start(self) -> None:
         await self.build()

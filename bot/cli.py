@@ -29,6 +29,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return EXIT_BAD_SETTINGS
+    problem = _check_files(settings)
+    if problem:
+        print(problem, file=sys.stderr)
+        return EXIT_BAD_SETTINGS
     from bot.logs import configure_logging
     from bot.redact import Redactor
 
@@ -47,6 +51,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     asyncio.run(app.run_until_signal())
     return 0
+
+
+def _check_files(settings) -> str | None:  # type: ignore[no-untyped-def]
+    """Load the rules, owners and patterns files once so a bad one stops the start with its reason."""
+    from bot.triage import OwnerMap, RulesError, RuleSet
+    from patterns import PatternError, load_patterns
+
+    try:
+        RuleSet.load(settings.rules_file)
+        if settings.owners_file:
+            OwnerMap.load(settings.owners_file)
+    except RulesError as exc:
+        return f"Invalid settings:\n  {exc}"
+    if settings.rollout_stage >= 4:
+        try:
+            load_patterns(settings.patterns_file)
+        except PatternError as exc:
+            return "Invalid settings:\n  PATTERNS_FILE: " + "\n  ".join(exc.problems or [str(exc)])
+    return None
 
 
 def _read_inputs(text: list[str], file: Path | None) -> list[tuple[str, str]]:
@@ -128,9 +151,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_patterns(args: argparse.Namespace) -> int:
     from patterns.cli import check_command, test_command
 
+    settings = _settings_or_exit()
     if args.patterns_command == "check":
-        return check_command(args.path)
-    return test_command(args.text or None, args.file, args.json)
+        return check_command(args.path or settings.patterns_file)
+    return test_command(args.text or None, args.file, args.json, patterns_path=settings.patterns_file)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from bot import killswitch
 from bot.callbacks import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress
 from bot.cards import CardPublisher
 from bot.models import Incident, Priority, Proposal, ProposalState, utcnow
+from bot.recurrence import clear_block
 from storage.audit import AuditRepository
 from storage.db import Database, Executor
 from storage.incidents import IncidentRepository
@@ -175,10 +176,10 @@ class DecisionService:
             await self.cards.publish(tx, proposal.incident_id)
             start = True
         if start and self.start_action is not None:
-            self._spawn(self.start_action(proposal.id, actor))
+            self.spawn(self.start_action(proposal.id, actor))
         return Outcome("✅ Approved.", changed=True)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -274,6 +275,7 @@ class DecisionService:
                 return Outcome(f"No incident #{incident_id}.")
             if not await incidents.resolve(incident_id, actor.name, now):
                 return Outcome(f"Incident #{incident_id} was already resolved by {incident.resolved_by}.")
+            await clear_block(tx, incident.fingerprint)
             proposals = ProposalRepository(tx)
             latest = await proposals.latest_for(incident_id)
             if latest is not None and latest.state is ProposalState.PENDING:

@@ -20,6 +20,7 @@ from bot.card import esc, test_notification_text
 from bot.cards import CardPublisher
 from bot.ingest import PayloadError, parse_payload
 from bot.models import Alert, AlertKind, Triage, utcnow
+from bot.recurrence import check_recurrence
 from bot.redact import Redactor
 from storage.audit import AuditRepository
 from storage.db import Database, Transaction
@@ -35,7 +36,9 @@ class Triager(Protocol):
 
 
 class Proposer(Protocol):
-    async def propose(self, tx: Transaction, incident_id: int, alert: Alert, triage: Triage) -> None: ...
+    async def propose(
+        self, tx: Transaction, incident_id: int, alert: Alert, triage: Triage
+    ) -> tuple[int, bool] | None: ...
 
 
 def redact_alert(redactor: Redactor, alert: Alert) -> Alert:
@@ -64,6 +67,7 @@ class PipelineWorker:
         proposer: Proposer | None = None,
         max_attempts: int = 5,
         on_committed: Callable[[], None] | None = None,
+        on_auto_approved: Callable[[int], None] | None = None,
         batch_size: int = 200,
     ) -> None:
         self.db = db
@@ -73,7 +77,9 @@ class PipelineWorker:
         self.proposer = proposer
         self.max_attempts = max_attempts
         self.on_committed = on_committed or (lambda: None)
+        self.on_auto_approved = on_auto_approved
         self.batch_size = batch_size
+        self._auto_approved: list[int] = []
         self.wake = asyncio.Event()
         self._stopping = False
 
@@ -108,20 +114,27 @@ class PipelineWorker:
         items = await InboxRepository(self.db).due(self.batch_size)
         if not items:
             return 0
+        self._auto_approved = []
         async with self.db.transaction() as tx:
             for item in items:
                 await self._process(tx, item)
         self.on_committed()
+        # Started only after the commit: the approval is recorded before the action runs.
+        for proposal_id in self._auto_approved:
+            if self.on_auto_approved is not None:
+                self.on_auto_approved(proposal_id)
         return len(items)
 
     async def _process(self, tx: Transaction, item: InboxItem) -> None:
         await tx.execute("SAVEPOINT item")
+        auto_before = len(self._auto_approved)
         try:
             await self._handle(tx, item)
             await InboxRepository(tx).mark_done(item.id)
             await tx.execute("RELEASE item")
         except Exception as exc:
             await tx.execute("ROLLBACK TO item")
+            del self._auto_approved[auto_before:]
             await tx.execute("RELEASE item")
             await self._failed(tx, item, exc)
 
@@ -165,6 +178,7 @@ class PipelineWorker:
                 )
                 await self.cards.publish(tx, current.id)
             return
+        await check_recurrence(tx, alert.fingerprint, self.cards)
         if current is not None:
             await incidents.record_repeat(current.id, alert.count, now)
             await self.cards.publish(tx, current.id)
@@ -178,7 +192,9 @@ class PipelineWorker:
                     "fingerprint": alert.fingerprint},
         )
         if self.proposer is not None:
-            await self.proposer.propose(tx, incident.id, alert, triage)
+            proposed = await self.proposer.propose(tx, incident.id, alert, triage)
+            if proposed is not None and proposed[1]:
+                self._auto_approved.append(proposed[0])
         await self.cards.publish(tx, incident.id)
 
 

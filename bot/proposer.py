@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from bot.models import Alert, Triage, utcnow
+from bot.models import Alert, ProposalState, Triage, utcnow
+from bot.recurrence import blocked_key
+from storage.audit import AuditRepository
 from storage.db import Executor
 from storage.kv import KeyValueRepository
 from storage.proposals import ProposalRepository
@@ -18,18 +20,15 @@ ACKNOWLEDGE = "acknowledge"
 PATTERN = "pattern"
 
 
-def blocked_key(fingerprint: str) -> str:
-    """kv key marking a fingerprint whose automatic fix failed: no automatic proposal until cleared."""
-    return f"fix_blocked:{fingerprint}"
-
-
 class Proposer:
-    def __init__(self, stage: int, expiry_hours: float, patterns: Any | None = None) -> None:
+    def __init__(self, stage: int, expiry_hours: float, patterns: Any | None = None, auto_fix: bool = False) -> None:
         self.stage = stage
+        self.auto_fix = auto_fix
         self.expiry = timedelta(hours=expiry_hours)
         self.patterns = patterns
 
-    async def propose(self, tx: Executor, incident_id: int, alert: Alert, triage: Triage) -> int | None:
+    async def propose(self, tx: Executor, incident_id: int, alert: Alert, triage: Triage) -> tuple[int, bool] | None:
+        """Create the incident's proposal; returns (proposal id, auto-approved) or None."""
         if self.stage < 2:
             return None
         proposals = ProposalRepository(tx)
@@ -39,10 +38,22 @@ class Proposer:
             match = None if blocked else self.patterns.match(alert, triage.category)
             if match is not None:
                 pattern = match.pattern
-                return await proposals.create(
+                proposal_id = await proposals.create(
                     incident_id, PATTERN, match.summary(), expires, pattern_id=pattern.id,
                     action={"argv": match.argv, "verify": match.verify, "values": match.values},
                     approvals_required=pattern.approvals_required,
                     requires_approval=pattern.requires_approval,
                 )
-        return await proposals.create(incident_id, ACKNOWLEDGE, "acknowledge: I own this incident", expires)
+                # AUTO_FIX=on and a pattern that does not require approval: approved by the bot itself,
+                # still subject to the kill switch and rate limits when it starts, and said on the card.
+                if not pattern.requires_approval and self.auto_fix and await proposals.transition(
+                    proposal_id, ProposalState.PENDING, ProposalState.APPROVED, by="auto-fix (AUTO_FIX=on)", by_id=-1
+                ):
+                    await AuditRepository(tx).record(
+                        "proposal.approve", "auto-approved", actor_id=-1, actor_name="auto-fix",
+                        incident_id=incident_id, proposal_id=proposal_id, detail={"summary": match.summary()},
+                    )
+                    return proposal_id, True
+                return proposal_id, False
+        proposal_id = await proposals.create(incident_id, ACKNOWLEDGE, "acknowledge: I own this incident", expires)
+        return proposal_id, False

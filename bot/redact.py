@@ -130,6 +130,12 @@ _URL_PASSWORD = _Rule(re.compile(_SCHEME + r"[^\s:/@\"'<>]*:(?P<s>[^\s/?#\"'<>]+
 # scheme://<key>@host -- Sentry/GlitchTip DSNs, https://<token>@github.com
 _URL_KEY = _Rule(re.compile(_SCHEME + r"(?P<s>[A-Za-z0-9_-]{16,}+)@"), check=_sentry_style_key)
 
+
+def _vendor_token(token: str) -> bool:
+    """Real keys are random; ``sk-learn-some-long-package-name`` is not a key."""
+    return not token.startswith("sk-") or any(c.isdigit() for c in token)
+
+
 _TOKENS = _Rule(
     re.compile(
         r"(?<![A-Za-z0-9_-])(?P<s>"
@@ -145,16 +151,23 @@ _TOKENS = _Rule(
         r"|npm_[A-Za-z0-9]{30,}+"
         r"|eyJ[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]*+"  # JWT
         r")"
-    )
+    ),
+    check=_vendor_token,
 )
 
 # 123456789:AA... -- also glued to "bot" in https://api.telegram.org/bot<token>/
-_TELEGRAM = _Rule(
-    re.compile(r"(?:(?<=bot)|(?<![A-Za-z0-9_]))(?P<s>[0-9]{6,12}:[A-Za-z0-9_-]{30,}+)")
-)
+_TELEGRAM = _Rule(re.compile(r"(?:(?<=bot)|(?<![A-Za-z0-9_]))(?P<s>[0-9]{6,12}:[A-Za-z0-9_-]{30,}+)"))
 
 _WEBHOOKS = _Rule(
     re.compile(r"(?:hooks\.slack\.com/services/|discord(?:app)?\.com/api/webhooks/)(?P<s>[A-Za-z0-9/_-]++)")
+)
+
+# Authorization: Digest username="..", response=".." -- the whole parameter list
+_DIGEST = _Rule(
+    re.compile(
+        r"(?i)(?<![A-Za-z0-9_-])digest[ \t]+(?=(?:username|realm|nonce)=)"
+        r"(?P<s>(?:[^\r\n\"']|\"[^\"\r\n]*+\")++)"
+    )
 )
 
 # A bare "Bearer xxx" outside a header; only random-looking values ("Bearer realm" stays).
@@ -196,13 +209,11 @@ _BODIES = {
     '\\"': re.compile(r"[^\"'\\\r\n]*+"),  # JSON escaped inside a JSON string
     "\\'": re.compile(r"[^\"'\\\r\n]*+"),
 }
-_BARE_BODY = re.compile(
-    r"(?:" + _AUTH_SCHEME + r")?(?:\[REDACTED\]|\$\{[^}\s]{0,100}\}|[^\s\"'`,;&<>(){}\[\]\\])++"
-)
+_BARE_BODY = re.compile(r"(?:" + _AUTH_SCHEME + r")?(?:\[REDACTED\]|\$\{[^}\s]{0,100}\}|[^\s\"'`,;&<>(){}\[\]\\])++")
 _SCHEME_PREFIX = re.compile(_AUTH_SCHEME)
 # Values that are not secrets and are worth seeing: unset config, placeholders, env refs.
 _NOT_A_SECRET = re.compile(
-    r"(?i:null|none|nil|undefined|true|false)|\*+|\?|%s|%\(\w+\)s|\$[0-9]+|:\w+"
+    r"(?i:null|none|nil|undefined|true|false|yes|no|bearer|basic|token)|\*+|\?|%s|%\(\w+\)s|\$[0-9]+|:\w+"
     r"|\$\{[^}]*\}|\$[A-Z_][A-Z0-9_]*|\{\{[^}]*\}\}|<[^>]*>|(?:\[REDACTED\])+"
 )
 
@@ -333,6 +344,7 @@ class Redactor:
             _TOKENS,
             _TELEGRAM,
             _WEBHOOKS,
+            _DIGEST,
             _BEARER,
         )
 

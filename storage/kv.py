@@ -23,3 +23,6 @@ class KeyValueRepository:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             (key, json.dumps(value), now_db()),
         )
+
+    async def delete(self, key: str) -> None:
+        await self.db.execute("DELETE FROM kv WHERE key = ?", (key,))

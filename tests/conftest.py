@@ -86,8 +86,10 @@ class Harness:
             lambda: (m := self.emu.message(CHAT_ID, message_id)) and needle in m.plain_text and m, timeout=timeout
         )
 
-    async def press(self, message_id: int, data: str, user_id: int = APPROVER, name: str = "Ann") -> dict[str, Any]:
-        query = self.emu.press_button(CHAT_ID, message_id, user_id, data, first_name=name)
+    async def press(
+        self, message_id: int, data: str, user_id: int = APPROVER, name: str = "Ann", stale: bool = False
+    ) -> dict[str, Any]:
+        query = self.emu.press_button(CHAT_ID, message_id, user_id, data, first_name=name, stale=stale)
         return await self.emu.wait_for_answer(query, timeout=10)
 
     async def command(self, text: str, user_id: int = APPROVER, chat_id: int = CHAT_ID) -> Any:

@@ -49,6 +49,10 @@ SECRETS: list[tuple[str, str]] = [
     ("Authorization: Token §", _fake("", 40, _HEX)),
     ("{'Authorization': 'Bearer §', 'Accept': 'application/json'}", _fake("", 32, _B64URL)),
     ("401 Unauthorized: request sent with Bearer § (expired?)", _fake("", 48, _B64URL)),
+    (
+        "Authorization: Digest §",
+        'username="app", realm="api", nonce="dcd98b7102dd2f0e", response="6629fae49393a05397450978507c"',
+    ),
     # vendor API keys
     ("anthropic.AuthenticationError: invalid key §.", _fake("sk-ant-api03-", 95, _B64URL)),
     ("Incorrect API key provided: §. You can find your API key at the dashboard.", _fake("sk-proj-", 64)),
@@ -60,10 +64,16 @@ SECRETS: list[tuple[str, str]] = [
     ("slack_sdk.errors.SlackApiError: not_authed (used §)", "xoxb-1234567890-0987654321-" + _fake("", 24)),
     ("user token § revoked", "xoxp-1234567890-0987654321-1122334455-" + _fake("", 32, _HEX)),
     ("socket mode app token § invalid", "xapp-1-A0123456789-1234567890123-" + _fake("", 64, _HEX)),
-    ("The AWS Access Key Id you provided does not exist. (AccessKeyId: §)", "AKIA" + _fake("", 16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")),
+    (
+        "The AWS Access Key Id you provided does not exist. (AccessKeyId: §)",
+        "AKIA" + _fake("", 16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"),
+    ),
     ("ExpiredToken: session credentials § expired", "ASIA" + _fake("", 16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")),
     ("aws_secret_access_key = §", _fake("", 40, _ALNUM + "/+")),
-    ("GET https://maps.googleapis.com/maps/api/geocode/json?address=x&key= failed: key § denied", "AIza" + _fake("", 35, _B64URL)),
+    (
+        "GET https://maps.googleapis.com/maps/api/geocode/json?address=x&key= failed: key § denied",
+        "AIza" + _fake("", 35, _B64URL),
+    ),
     ("stripe.error.AuthenticationError: Invalid API Key provided: §", _fake("sk_live_", 99)),
     ("restricted key § lacks permission", _fake("rk_live_", 99)),
     ("test key § used in production", _fake("sk_test_", 99)),
@@ -130,7 +140,9 @@ def test_redaction_is_idempotent(template: str, secret: str) -> None:
 
 def test_private_key_inside_json_string() -> None:
     body = _PEM_BODY.replace("\n", "\\n")
-    text = f'{{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----{body}-----END PRIVATE KEY-----\\n"}}'
+    text = (
+        f'{{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----{body}-----END PRIVATE KEY-----\\n"}}'
+    )
     out = redact(text)
     assert "MII" not in out
     assert out == '{"type": "service_account", "private_key": "[REDACTED]"}'
@@ -158,8 +170,7 @@ ORDINARY: list[str] = [
     '  File "/app/bot/handlers/auth.py", line 42, in verify_token\n'
     "    payload = jwt.decode(token, key=settings.SECRET_KEY, algorithms=['HS256'])\n"
     "jwt.exceptions.InvalidSignatureError: Signature verification failed",
-    "Error: connect ECONNREFUSED 127.0.0.1:6379\n"
-    "    at TCPConnectWrap.afterConnect [as oncomplete] (node:net:1555:16)",
+    "Error: connect ECONNREFUSED 127.0.0.1:6379\n    at TCPConnectWrap.afterConnect [as oncomplete] (node:net:1555:16)",
     "    at Module._compile (node:internal/modules/cjs/loader:1256:14)",
     "    at Object.<anonymous> (/srv/app/src/auth/session.js:107:20)",
     "redis.exceptions.ConnectionError: Error 111 connecting to localhost:6379. Connection refused.",
@@ -174,7 +185,7 @@ ORDINARY: list[str] = [
     "request 550e8400-e29b-41d4-a716-446655440000 failed after 3 retries",
     "commit 4f9c2b1e8d7a6c5b4a3928170615243f5e6d7c8b, object id deadbeefcafebabe0123456789abcdef",
     "SELECT id, email FROM users WHERE password_hash = $1 AND token = ? AND deleted_at IS NULL",
-    "duplicate key value violates unique constraint \"users_email_key\" DETAIL: Key (email)=(a@b.io) exists",
+    'duplicate key value violates unique constraint "users_email_key" DETAIL: Key (email)=(a@b.io) exists',
     "notify alice@example.com and ops-team+alerts@example.co.uk",
     "node v20.11.1, Django 4.2.7, release 1.2.3-beta.4+build.5, python 3.11.9",
     "2024-01-15 10:30:45,123 epoch_ms=1705312245123 ts=1705312245123456 id 20240115103045",
@@ -193,6 +204,14 @@ ORDINARY: list[str] = [
     "Back-off restarting failed container api in pod api-7d9f8b6c5d-x2x7k",
     "mysql: [Warning] Using a password on the command line interface can be insecure.",
     "DB_PASSWORD=${DB_PASSWORD} password=%s token=:token",
+    "java.sql.SQLException: Access denied for user 'app'@'10.0.0.1' (using password: YES)",
+    "pip install sk-learn-compat-shim-for-legacy-pipelines",
+    "failed to register layer: Digest mismatch: sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "\tat com.acme.auth.TokenService.verify(TokenService.java:42)",
+    "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "CSRF token missing or incorrect. Session: expired",
+    "TypeError: Cannot read properties of undefined (reading 'token')",
+    "INSERT INTO sessions (id, token) VALUES (%(id)s, %(token)s)",
     "if password == \"\":\n    raise ValueError('empty')",
 ]
 
@@ -303,23 +322,26 @@ def test_big_input_is_fast_and_correct() -> None:
 @pytest.mark.parametrize(
     "hostile",
     [
-        "a" * 1_000_000,
-        "1 " * 500_000,
-        "4-" * 500_000,
-        "password=" * 100_000,
-        'token: "' * 100_000,
-        "http://a:" * 100_000,
-        "x://" + "a@" * 500_000,
-        "-----BEGIN PRIVATE KEY-----" * 30_000,
-        "Bearer " * 140_000,
-        "eyJabcd." * 120_000,
-        "123456789:" * 100_000,
-        "x_password_hash_key-" * 50_000,
+        "a" * 250_000,
+        "1 " * 125_000,
+        "4-" * 125_000,
+        "password=" * 25_000,
+        'token: "' * 25_000,
+        "x " + "sig:" * 60_000,  # one long unmasked value holding many keys
+        "x token: " + "token:" * 40_000,
+        "http://a:" * 25_000,
+        "x://" + "a@" * 125_000,
+        "-----BEGIN PRIVATE KEY-----" * 8_000,
+        "Bearer " * 35_000,
+        "eyJabcd." * 30_000,
+        "123456789:" * 25_000,
+        "x_password_hash_key-" * 12_000,
     ],
     ids=lambda s: repr(s[:12]),
 )
 def test_pathological_inputs_stay_linear(hostile: str) -> None:
+    """Shapes that make naive regexes backtrack; quadratic would take minutes here."""
     start = time.perf_counter()
     out = redact(hostile)
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 5
     assert redact(out) == out

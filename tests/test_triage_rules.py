@@ -266,6 +266,13 @@ def test_minimal_custom_file_loads(tmp_path: Path) -> None:
     assert rs.triage(alert("OSError: No space left on device")).rule_id == "demo.disk"
 
 
+def test_custom_file_without_fallback_or_kinds_gets_safe_defaults(tmp_path: Path) -> None:
+    rs = RuleSet.load(write(tmp_path, "[[rule]]" + GOOD_RULE.split("[[rule]]")[1]))
+    assert rs.triage(alert("nothing known")).category == Category.UNKNOWN
+    down = Alert(source="glitchtip", kind=AlertKind.UPTIME_DOWN, title="site", fingerprint="u")
+    assert rs.triage(down).priority == Priority.P0
+
+
 @pytest.mark.parametrize(
     ("text", "needles"),
     [

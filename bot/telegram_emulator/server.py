@@ -472,16 +472,20 @@ class BotAPIEmulator:
         data: str,
         first_name: str = "Ann",
         username: str | None = None,
+        *,
+        stale: bool = False,
     ) -> str:
         """A user presses the inline button with callback_data ``data``; returns the query id.
 
         Raises ``LookupError`` if the message or the button does not exist (a real user
-        cannot press a button that is not there, so neither can a test).
+        cannot press a button that is not there, so neither can a test), unless ``stale``:
+        a client that has not yet received the latest edit still shows, and sends, the old
+        button, which is how real users press stale cards.
         """
         msg = self._find(chat_id, message_id)
         if msg is None:
             raise LookupError(f"no message #{message_id} in chat {chat_id}")
-        button = msg.find_button(data)
+        button = msg.find_button(data) or ({"text": "(stale)", "callback_data": data} if stale else None)
         if button is None:
             available = [b.get("callback_data") for row in msg.buttons for b in row]
             raise LookupError(f"message #{message_id} in chat {chat_id} has no button {data!r}; has {available}")

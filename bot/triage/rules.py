@@ -121,6 +121,23 @@ class _Modifiers:
     high_count_steps: int
 
 
+#: Used when a rules file has no [fallback] / [kinds.*] of its own.
+_DEFAULT_FALLBACK = _Outcome(
+    Category.UNKNOWN, Priority.P2, "No rule recognised this error; read the stack trace.", ("unclassified",)
+)
+_DEFAULT_KINDS: dict[str, _Outcome] = {
+    AlertKind.UPTIME_DOWN.value: _Outcome(
+        Category.INFRASTRUCTURE, Priority.P0, "The uptime monitor cannot reach the service: it is down.", ("uptime",)
+    ),
+    AlertKind.UPTIME_UP.value: _Outcome(
+        Category.INFRASTRUCTURE, Priority.P3, "The uptime monitor reports the service is back up.", ("uptime",)
+    ),
+    AlertKind.TEST.value: _Outcome(
+        Category.UNKNOWN, Priority.P3, "Test notification; nothing is broken.", ("test-event",)
+    ),
+}
+
+
 class RuleSet:
     """Ordered rules plus the priority modifiers; build it with `RuleSet.load`."""
 
@@ -179,11 +196,13 @@ class RuleSet:
                 raise RulesError(f"{source}: rule '{rule.id}' (#{index}): duplicate id")
             seen.add(rule.id)
             rules.append(rule)
-        fallback = _parse_outcome(data.get("fallback"), f"{source}: [fallback]")
+        fallback = _DEFAULT_FALLBACK
+        if "fallback" in data:
+            fallback = _parse_outcome(data["fallback"], f"{source}: [fallback]")
         kinds_raw = data.get("kinds", {})
         if not isinstance(kinds_raw, dict):
             raise RulesError(f"{source}: [kinds] must be a table")
-        kinds: dict[str, _Outcome] = {}
+        kinds: dict[str, _Outcome] = dict(_DEFAULT_KINDS)
         for kind, raw in kinds_raw.items():
             if kind not in _KINDS:
                 raise RulesError(
