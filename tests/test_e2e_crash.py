@@ -1,0 +1,105 @@
+"""SIGKILL mid-stream, restart: no accepted alert lost, no card doubled.
+
+The bot runs as a real subprocess (`python -m bot run`) against the Bot API emulator, so
+the kill is a real SIGKILL of a process with open SQLite transactions and HTTP calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.telegram_emulator import BotAPIEmulator
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAT = 5550001  # a private chat
+TOKEN = "crash-test-webhook-token-000"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def alert(issue: int) -> bytes:
+    return json.dumps({
+        "text": "GlitchTip Alert",
+        "attachments": [{"title": f"RuntimeError: worker {issue} crashed",
+                         "title_link": f"https://gt.example.com/acme/issues/{500 + issue}", "text": None,
+                         "fields": [{"title": "Project", "value": "jobs"}]}],
+    }).encode()
+
+
+def start_bot(emu: BotAPIEmulator, port: int, db: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": "123456789:CRASH-crash-crash-crash-crash-crash",
+           "TELEGRAM_API_BASE": emu.base_url, "TELEGRAM_CHAT_ID": str(CHAT), "TELEGRAM_APPROVERS": "1",
+           "WEBHOOK_PORT": str(port), "WEBHOOK_TOKEN": TOKEN, "DATABASE_PATH": str(db),
+           "TELEGRAM_RATE_PER_CHAT": "4", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env, cwd=db.parent,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def wait_up(client: httpx.AsyncClient, base: str) -> None:
+    for _ in range(200):
+        try:
+            if (await client.get(f"{base}/healthz")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.05)
+    raise TimeoutError("bot did not start")
+
+
+@pytest.mark.parametrize("kill_after", [60, 140])
+async def test_sigkill_mid_stream_loses_nothing_and_doubles_no_card(tmp_path, kill_after):
+    distinct, total = 6, 240
+    bodies = [(i % distinct, alert(i % distinct)) for i in range(total)]
+    accepted = [0] * distinct
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with BotAPIEmulator() as emu, httpx.AsyncClient(timeout=5) as client:
+        proc = start_bot(emu, port, tmp_path / "bot.db")
+        try:
+            await wait_up(client, base)
+            for sent, (issue, body) in enumerate(bodies):
+                if sent == kill_after:
+                    proc.send_signal(signal.SIGKILL)  # mid-stream: cards and edits are in flight
+                    proc.wait(timeout=10)
+                    proc = start_bot(emu, port, tmp_path / "bot.db")
+                    await wait_up(client, base)
+                response = await client.post(f"{base}/webhook/glitchtip/{TOKEN}", content=body,
+                                             headers={"Content-Type": "application/json"})
+                if response.status_code == 202:
+                    accepted[issue] += 1
+
+            def settled() -> bool:
+                cards = emu.messages(CHAT)
+                return len(cards) >= distinct and all(
+                    any(f"worker {i} crashed" in c.plain_text and f"×{accepted[i]}" in c.plain_text for c in cards)
+                    for i in range(distinct)
+                )
+
+            await emu.wait_for(settled, timeout=60)
+            cards = emu.messages(CHAT)
+            for i in range(distinct):
+                assert sum(f"worker {i} crashed" in c.plain_text for c in cards) == 1, f"card {i} doubled or lost"
+            db = sqlite3.connect(tmp_path / "bot.db")
+            kept = db.execute("SELECT SUM(count) FROM incidents").fetchone()[0]
+            not_done = db.execute("SELECT COUNT(*) FROM inbox WHERE state != 'done'").fetchone()[0]
+            db.close()
+            assert kept == sum(accepted) == total, "every accepted alert is counted exactly once"
+            assert not_done == 0
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

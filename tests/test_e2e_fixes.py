@@ -1,0 +1,259 @@
+"""Stage 4: allow-listed fixes proposed on the card, run after approval, over the real stack.
+
+The Redis test is the real thing: a real redis-server on a free loopback port is stopped,
+its ECONNREFUSED alert comes in, Approve is pressed, the pattern's command starts it again
+and `redis-cli ping` verifies it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from storage.audit import AuditRepository
+from tests.conftest import APPROVER, APPROVER_2
+
+FIX_TOML = """
+[settings]
+python = "{python}"
+marker_dir = "{marker_dir}"
+
+[patterns.touch_fix]
+description = "test fix: writes a marker file for the stuck slot"
+category = "transient"
+match.any = ['''DemoFixableError: slot (?P<slot>[a-z]+) is stuck''']
+action = ["{{python}}", "-c", "import pathlib,sys; pathlib.Path(sys.argv[1]).write_text('fixed')", "{{marker_dir}}/{{slot}}.done"]
+verify = ["{{python}}", "-c", "import pathlib,sys; sys.exit(0 if pathlib.Path(sys.argv[1]).exists() else 1)", "{{marker_dir}}/{{slot}}.done"]
+approvals_required = {approvals}
+requires_approval = {requires_approval}
+cooldown = 0
+max_runs = 100
+window = 3600
+recurrence_window = 60
+
+[patterns.touch_fix.placeholders.slot]
+from = "slot"
+validate = '^[a-z]{{1,20}}$'
+"""
+
+
+def fix_file(tmp_path: Path, approvals: int = 1, requires_approval: bool = True) -> Path:
+    path = tmp_path / "patterns.toml"
+    path.write_text(FIX_TOML.format(python=sys.executable, marker_dir=tmp_path, approvals=approvals,
+                                    requires_approval=str(requires_approval).lower()))
+    return path
+
+
+def button(card, prefix: str) -> str:
+    return next(b["callback_data"] for row in card.buttons for b in row if b["callback_data"].startswith(prefix))
+
+
+def stuck(slot: str) -> dict:
+    return {"title": f"DemoFixableError: slot {slot} is stuck", "project": "jobs", "environment": "production"}
+
+
+async def test_multi_approval_fix_runs_after_the_second_person(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path, approvals=2))
+    await h.post("generic", stuck("alpha"))
+    [card] = await h.wait_cards(1)
+    assert "touch_fix" in card.plain_text and "2 approvals" in card.plain_text and "0/2 approvals" in card.plain_text
+    approve = button(card, "ap:")
+    assert "1/2" in (await h.press(card.message_id, approve, user_id=APPROVER, name="Ann"))["text"]
+    await h.wait_text(card.message_id, "1/2 approvals")
+    assert "already approved" in (await h.press(card.message_id, approve, user_id=APPROVER, name="Ann"))["text"]
+    assert not (tmp_path / "alpha.done").exists()
+    assert "Approved" in (await h.press(card.message_id, approve, user_id=APPROVER_2, name="Bob"))["text"]
+    done = await h.wait_text(card.message_id, "Done: touch_fix")
+    assert "approved by Bob" in done.plain_text
+    assert (tmp_path / "alpha.done").read_text() == "fixed"
+    await h.app.decisions.wait_idle()
+    finish = [e for e in await AuditRepository(h.app.db).list() if e.action == "action.finish"]
+    assert len(finish) == 1 and finish[0].outcome == "succeeded"
+    step = finish[0].detail["steps"][0]
+    assert step["argv"][0] == sys.executable and step["exit_code"] == 0 and "duration_s" in step
+    assert finish[0].detail["approved_by"] == "Bob" and finish[0].detail["verify_ok"] is True
+
+
+async def test_hostile_text_never_becomes_an_argument(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path))
+    marker = tmp_path / "pwned"
+    for title in (f"DemoFixableError: slot $(touch {marker}) is stuck",
+                  f"DemoFixableError: slot ab;touch {marker} is stuck",
+                  "DemoFixableError: slot ../../x is stuck",
+                  "Error: Cannot find module '--registry=http://evil'"):
+        await h.post("generic", {"title": title})
+    cards = await h.wait_cards(4)
+    for card in cards:
+        assert "touch_fix" not in card.plain_text and "npm" not in card.plain_text
+        assert "acknowledge" in card.plain_text
+    assert not marker.exists()
+
+
+async def test_global_rate_limit_refuses_at_start_and_says_why(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path), fix_rate_limit_per_hour=1)
+    await h.post("generic", stuck("one"))
+    await h.post("generic", stuck("two"))
+    first, second = await h.wait_cards(2)
+    await h.press(first.message_id, button(first, "ap:"))
+    await h.wait_text(first.message_id, "Done: touch_fix")
+    await h.press(second.message_id, button(second, "ap:"))
+    refused = await h.wait_text(second.message_id, "Failed")
+    assert "global limit" in refused.plain_text
+    assert not (tmp_path / "two.done").exists()
+    entries = await AuditRepository(h.app.db).list()
+    assert any(e.action == "action.start" and "global limit" in e.outcome for e in entries)
+
+
+async def test_recurrence_marks_the_fix_failed_and_blocks_new_fix_proposals(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path))
+    await h.post("generic", stuck("beta"))
+    [card] = await h.wait_cards(1)
+    await h.press(card.message_id, button(card, "ap:"))
+    await h.wait_text(card.message_id, "Done: touch_fix")
+    await h.post("generic", stuck("beta"))  # it came back inside the recurrence window
+    failed = await h.wait_text(card.message_id, "did not hold")
+    assert "Failed" in failed.plain_text
+    notice = await h.emu.wait_for(lambda: next((m for m in h.cards() if "did not hold" in m.plain_text
+                                                and m.message_id != card.message_id), None))
+    assert "paused" in notice.plain_text
+    # A human resolving the incident clears the block: the regression may get the fix again.
+    await h.press(card.message_id, button(card, "rs:"))
+    await h.wait_text(card.message_id, "Resolved")
+    await h.post("generic", stuck("beta"))
+    regression = await h.emu.wait_for(lambda: next((m for m in h.cards() if "Regression" in m.plain_text), None))
+    assert "touch_fix" in regression.plain_text
+    entries = await AuditRepository(h.app.db).list()
+    assert any(e.action == "fix.recurred" for e in entries)
+
+
+async def test_a_failed_fix_blocks_only_its_own_error(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path))
+    await h.post("generic", stuck("gamma"))
+    [card] = await h.wait_cards(1)
+    await h.press(card.message_id, button(card, "ap:"))
+    await h.wait_text(card.message_id, "Done: touch_fix")
+    await h.post("generic", stuck("gamma"))
+    await h.wait_text(card.message_id, "did not hold")
+    blocked = await h.app.db.fetchall("SELECT key FROM kv WHERE key LIKE 'fix_blocked:%'")
+    assert len(blocked) == 1
+    # Another error the same pattern matches is unaffected.
+    await h.post("generic", stuck("delta"))
+    other = await h.emu.wait_for(lambda: next((m for m in h.cards() if "slot delta" in m.plain_text), None))
+    assert "Proposal: touch_fix" in other.plain_text
+
+
+async def test_auto_fix_runs_without_a_press_only_when_enabled(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path, requires_approval=False), auto_fix=True)
+    await h.post("generic", stuck("auto"))
+    [card] = await h.wait_cards(1)
+    done = await h.wait_text(card.message_id, "Done: touch_fix")
+    assert "auto-fix" in done.plain_text
+    assert (tmp_path / "auto.done").exists()
+
+
+async def test_auto_fix_off_still_waits_for_a_press(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path, requires_approval=False), auto_fix=False)
+    await h.post("generic", stuck("manual"))
+    [card] = await h.wait_cards(1)
+    await asyncio.sleep(0.5)
+    assert "0/1 approvals" in h.emu.message(card.chat_id, card.message_id).plain_text
+    assert not (tmp_path / "manual.done").exists()
+
+
+async def test_auto_fix_is_stopped_by_the_kill_switch(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path, requires_approval=False), auto_fix=True,
+                        kill_switch=True)
+    await h.post("generic", stuck("halt"))
+    [card] = await h.wait_cards(1)
+    refused = await h.wait_text(card.message_id, "kill switch")
+    assert "Failed" in refused.plain_text
+    assert not (tmp_path / "halt.done").exists()
+
+
+# -- the real Redis ------------------------------------------------------------------------
+
+REDIS_TOML = """
+[settings]
+redis_dir = "{dir}"
+
+[patterns.restart_redis]
+description = "The local Redis refuses connections: start it again (test: a redis-server on a test port)."
+category = "infrastructure"
+match.any = ['''Redis connection to (?:localhost|127\\.0\\.0\\.1):(?P<port>\\d{{2,5}}) failed - connect ECONNREFUSED''']
+exclude = ['''ENOTFOUND''']
+action = ["redis-server", "--port", "{{port}}", "--bind", "127.0.0.1", "--daemonize", "yes", "--save", "",
+          "--appendonly", "no", "--dir", "{{redis_dir}}", "--pidfile", "{{redis_dir}}/redis.pid"]
+verify = ["redis-cli", "-h", "127.0.0.1", "-p", "{{port}}", "ping"]
+verify_delay = 0.5
+timeout = 20
+cooldown = 0
+
+[patterns.restart_redis.placeholders.port]
+from = "port"
+validate = '^[1-9][0-9]{{1,4}}$'
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ping(port: int) -> bool:
+    result = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"], capture_output=True, text=True)
+    return result.stdout.strip() == "PONG"
+
+
+@pytest.fixture
+def redis_port(tmp_path):
+    if not shutil.which("redis-server") or not shutil.which("redis-cli"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server/redis-cli are required under CI (.ci/run installs them)")
+        pytest.skip("redis-server not installed")
+    port = _free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not _ping(port):
+        assert time.monotonic() < deadline, "test redis did not start"
+        time.sleep(0.05)
+    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+    proc.wait(timeout=10)
+    assert not _ping(port)
+    yield port
+    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+
+
+async def test_real_redis_is_restarted_after_approve(start_app, tmp_path, redis_port):
+    patterns = tmp_path / "redis.toml"
+    patterns.write_text(REDIS_TOML.format(dir=tmp_path))
+    h = await start_app(rollout_stage=4, patterns_file=patterns)
+    title = f"Error: Redis connection to 127.0.0.1:{redis_port} failed - connect ECONNREFUSED 127.0.0.1:{redis_port}"
+    await h.post("generic", {"title": title, "project": "worker", "environment": "production"})
+    [card] = await h.wait_cards(1)
+    assert f"restart_redis — redis-server --port {redis_port}" in card.plain_text.replace("`", "")
+    assert "1 approval" in card.plain_text
+    assert not _ping(redis_port)
+    answer = await h.press(card.message_id, button(card, "ap:"), name="Ann")
+    assert "Approved" in answer["text"]
+    fixed = await h.wait_text(card.message_id, "Done: restart_redis", timeout=30)
+    assert "approved by Ann" in fixed.plain_text
+    assert _ping(redis_port)
+    await h.app.decisions.wait_idle()
+    finish = next(e for e in await AuditRepository(h.app.db).list() if e.action == "action.finish")
+    assert finish.outcome == "succeeded" and finish.actor_name == "Ann"
+    assert finish.detail["steps"][0]["argv"][:3] == ["redis-server", "--port", str(redis_port)]
+    assert finish.detail["verify_ok"] is True
+    reply = await h.emu.wait_for(lambda: next((m for m in h.cards() if m.reply_to_message_id == card.message_id), None))
+    assert "PONG" in reply.plain_text
+    json.dumps(finish.detail)  # the audit detail is plain JSON
