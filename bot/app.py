@@ -89,6 +89,7 @@ class Application:
             self.db, self.bot, rate_per_chat=s.telegram_rate_per_chat, group_per_minute=s.telegram_group_per_minute,
             rate_global=s.telegram_rate_global,
         )
+        self.cards.on_queued = self.sender.notify
         self.pipeline = PipelineWorker(
             self.db, RulesTriager(rules, owners), self.redactor, self.cards,
             proposer=Proposer(s.rollout_stage, s.proposal_expiry_hours, patterns, auto_fix=s.auto_fix),

@@ -7,6 +7,8 @@ together and the outbox coalesces rapid changes into one edit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bot.card import render_card
 from bot.models import utcnow
 from storage.db import Executor
@@ -16,9 +18,12 @@ from storage.proposals import ProposalRepository
 
 
 class CardPublisher:
-    def __init__(self, chat_id: int, stage: int) -> None:
+    def __init__(self, chat_id: int, stage: int, on_queued: Callable[[], None] | None = None) -> None:
         self.chat_id = chat_id
         self.stage = stage
+        # Wakes the outbox sender. Safe inside a transaction: the sender's read waits for the
+        # database lock, so it sees the rows only once they are committed.
+        self.on_queued = on_queued or (lambda: None)
 
     async def publish(self, tx: Executor, incident_id: int, notes: list[str] | None = None) -> None:
         incident = await IncidentRepository(tx).get(incident_id)
@@ -30,9 +35,11 @@ class CardPublisher:
             incident.chat_id or self.chat_id, incident_id, card.payload(),
             has_message=incident.card_message_id is not None,
         )
+        self.on_queued()
 
     async def say(self, tx: Executor, html_text: str, reply_to: int | None = None, chat_id: int | None = None) -> None:
         """Queue a plain chat message (already-escaped HTML)."""
         await OutboxRepository(tx).add(
             chat_id or self.chat_id, {"text": html_text, "parse_mode": "HTML", "buttons": []}, reply_to=reply_to
         )
+        self.on_queued()

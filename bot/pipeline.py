@@ -94,15 +94,16 @@ class PipelineWorker:
     async def run(self) -> None:
         """Drain until stopped; a batch in flight finishes before the loop exits."""
         while not self._stopping:
+            # Cleared before looking for work, so a notify during the drain is not lost.
+            self.wake.clear()
             try:
                 processed = await self.drain_once()
             except Exception:  # the loop must survive anything; the rows stay pending
                 log.exception("pipeline batch failed; retrying shortly")
                 processed = 0
                 await asyncio.sleep(1)
-            if processed:
+            if processed or self._stopping:
                 continue
-            self.wake.clear()
             timeout = 5.0
             next_due = await InboxRepository(self.db).next_due_at()
             if next_due is not None:

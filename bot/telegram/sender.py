@@ -93,14 +93,15 @@ class OutboxSender:
 
     async def run(self) -> None:
         while not self._stopping:
+            # Cleared before looking for work, so a notify during the send is not lost.
+            self.wake.clear()
             try:
                 wait = await self.send_due()
             except Exception:
                 log.exception("outbox sender loop failed; retrying shortly")
                 wait = 1.0
-            if wait <= 0:
+            if wait <= 0 or self._stopping:
                 continue
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), wait)
 
