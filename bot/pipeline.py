@@ -14,16 +14,16 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.card import esc, test_notification_text
 from bot.cards import CardPublisher
 from bot.ingest import PayloadError, parse_payload
 from bot.models import Alert, AlertKind, Triage, utcnow
-from bot.recurrence import check_recurrence
+from bot.recurrence import check_recurrence, has_fix_watches
 from bot.redact import Redactor
 from storage.audit import AuditRepository
-from storage.db import Database, Transaction
+from storage.db import Database, Executor, Transaction
 from storage.inbox import InboxItem, InboxRepository
 from storage.incidents import IncidentRepository
 from storage.kv import KeyValueRepository
@@ -115,29 +115,61 @@ class PipelineWorker:
         items = await InboxRepository(self.db).due(self.batch_size)
         if not items:
             return 0
-        self._auto_approved = []
-        async with self.db.transaction() as tx:
-            for item in items:
-                await self._process(tx, item)
-        self.on_committed()
-        # Started only after the commit: the approval is recorded before the action runs.
-        for proposal_id in self._auto_approved:
-            if self.on_auto_approved is not None:
-                self.on_auto_approved(proposal_id)
+        try:
+            await self._drain(items)
+        except Exception as exc:
+            # The batch as a whole failed (e.g. while writing its results): take the rows one by
+            # one, so a single bad row is counted, retried and finally parked on its own.
+            log.exception("pipeline batch of %s failed; retrying its rows one by one", len(items))
+            for item in items if len(items) > 1 else []:
+                try:
+                    await self._drain([item])
+                except Exception as item_exc:
+                    async with self.db.transaction() as tx:
+                        await self._failed(tx, item, item_exc)
+            if len(items) == 1:
+                async with self.db.transaction() as tx:
+                    await self._failed(tx, items[0], exc)
         return len(items)
 
-    async def _process(self, tx: Transaction, item: InboxItem) -> None:
-        await tx.execute("SAVEPOINT item")
-        auto_before = len(self._auto_approved)
+    async def _drain(self, items: list[InboxItem]) -> None:
+        batch = _Batch()
+        async with self.db.transaction() as tx:
+            batch.watching = await has_fix_watches(tx)
+            for item in items:
+                await self._process(tx, item, batch)
+            await self._flush(tx, batch)
+        self.on_committed()
+        # Started only after the commit: the approval is recorded before the action runs.
+        for proposal_id in batch.auto_approved:
+            if self.on_auto_approved is not None:
+                self.on_auto_approved(proposal_id)
+
+    async def _flush(self, tx: Transaction, batch: _Batch) -> None:
+        """Write what the batch's repeats add up to, then each touched card once."""
+        incidents = IncidentRepository(tx)
+        now = utcnow()
+        for incident_id, count in batch.repeats.items():
+            if count:
+                await incidents.record_repeat(incident_id, count, now)
+        if batch.done:
+            await InboxRepository(tx).mark_done_many(batch.done)
+            await KeyValueRepository(tx).set("last_alert_at", now.isoformat())
+        for incident_id in batch.dirty:
+            await self.cards.publish(tx, incident_id)
+
+    async def _process(self, tx: Transaction, item: InboxItem, batch: _Batch) -> None:
+        item_tx = _LazySavepoint(tx)
+        changes = batch.child()
         try:
-            await self._handle(tx, item)
-            await InboxRepository(tx).mark_done(item.id)
-            await tx.execute("RELEASE item")
+            await self._handle(item_tx, item, changes)
+            await item_tx.release()
         except Exception as exc:
-            await tx.execute("ROLLBACK TO item")
-            del self._auto_approved[auto_before:]
-            await tx.execute("RELEASE item")
+            await item_tx.rollback()
             await self._failed(tx, item, exc)
+            return
+        batch.merge(changes)
+        batch.done.append(item.id)
 
     async def _failed(self, tx: Transaction, item: InboxItem, exc: Exception) -> None:
         error = self.redactor.redact(f"{type(exc).__name__}: {exc}")[:500]
@@ -158,35 +190,48 @@ class PipelineWorker:
             log.warning("inbox #%s failed (attempt %s), retry in %.0fs: %s", item.id, attempts, delay, error)
             await inbox.retry_later(item.id, error, delay)
 
-    async def _handle(self, tx: Transaction, item: InboxItem) -> None:
+    async def _handle(self, tx: Executor, item: InboxItem, changes: _Batch) -> None:
         parsed = parse_payload(item.source, item.body)
         if parsed.test_notification is not None:
             await self.cards.say(tx, test_notification_text(self.redactor.redact(parsed.test_notification)))
             await AuditRepository(tx).record("alert.test", "answered", detail={"inbox_id": item.id})
         for alert in parsed.alerts:
-            await self._handle_alert(tx, redact_alert(self.redactor, alert))
-        await KeyValueRepository(tx).set("last_alert_at", utcnow().isoformat())
+            await self._handle_alert(tx, redact_alert(self.redactor, alert), changes)
 
-    async def _handle_alert(self, tx: Transaction, alert: Alert) -> None:
+    async def _open_id(self, tx: Executor, fingerprint: str, changes: _Batch) -> int | None:
+        known = changes.open_id(fingerprint)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        current = await IncidentRepository(tx).find_open(fingerprint)
+        changes.open_ids[fingerprint] = current.id if current else None
+        return current.id if current else None
+
+    async def _handle_alert(self, tx: Executor, alert: Alert, changes: _Batch) -> None:
         incidents = IncidentRepository(tx)
         now = utcnow()
-        current = await incidents.find_open(alert.fingerprint)
+        current_id = await self._open_id(tx, alert.fingerprint, changes)
         if alert.kind is AlertKind.UPTIME_UP:
-            if current is not None and await incidents.resolve(current.id, "uptime monitor (back up)", now):
-                await AuditRepository(tx).record(
-                    "incident.resolved", "resolved", actor_name="glitchtip", incident_id=current.id,
-                    detail={"reason": "monitor back up"},
-                )
-                await self.cards.publish(tx, current.id)
+            if current_id is not None:
+                await self._flush_repeats_of(tx, current_id, changes)
+                if await incidents.resolve(current_id, "uptime monitor (back up)", now):
+                    await AuditRepository(tx).record(
+                        "incident.resolved", "resolved", actor_name="glitchtip", incident_id=current_id,
+                        detail={"reason": "monitor back up"},
+                    )
+                    changes.open_ids[alert.fingerprint] = None
+                    changes.dirty.add(current_id)
             return
-        await check_recurrence(tx, alert.fingerprint, self.cards)
-        if current is not None:
-            await incidents.record_repeat(current.id, alert.count, now)
-            await self.cards.publish(tx, current.id)
+        if changes.watching and alert.fingerprint not in changes.recurrence_checked:
+            changes.recurrence_checked.add(alert.fingerprint)
+            await check_recurrence(tx, alert.fingerprint, self.cards)
+        if current_id is not None:
+            changes.repeats[current_id] = changes.repeats.get(current_id, 0) + alert.count
+            changes.dirty.add(current_id)
             return
         regression_of = await incidents.latest_resolved_id(alert.fingerprint)
         triage = self.triager.triage(alert)
         incident = await incidents.create(alert, triage, now, self.cards.chat_id, regression_of)
+        changes.open_ids[alert.fingerprint] = incident.id
         await AuditRepository(tx).record(
             "incident.regression" if regression_of else "incident.opened", "opened", incident_id=incident.id,
             detail={"priority": triage.priority.value, "category": triage.category.value, "rule": triage.rule_id,
@@ -195,8 +240,98 @@ class PipelineWorker:
         if self.proposer is not None:
             proposed = await self.proposer.propose(tx, incident.id, alert, triage)
             if proposed is not None and proposed[1]:
-                self._auto_approved.append(proposed[0])
-        await self.cards.publish(tx, incident.id)
+                changes.auto_approved.append(proposed[0])
+        changes.dirty.add(incident.id)
+
+    async def _flush_repeats_of(self, tx: Executor, incident_id: int, changes: _Batch) -> None:
+        """Write pending repeats of one incident now (before it is resolved mid-batch)."""
+        count = changes.pending_repeats(incident_id)
+        if count:
+            await IncidentRepository(tx).record_repeat(incident_id, count, utcnow())
+            # Cancels them in the batch when this row is merged; a rollback discards it with the write.
+            changes.repeats[incident_id] = changes.repeats.get(incident_id, 0) - count
+
+
+_UNKNOWN = object()
+
+
+class _LazySavepoint:
+    """A row's view of the batch transaction: the savepoint is taken at its first statement.
+
+    Most rows in a storm are repeats handled in memory: they cost no statement at all.
+    """
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+        self.started = False
+
+    async def _begin(self) -> None:
+        if not self.started:
+            self.started = True
+            await self._tx.execute("SAVEPOINT item")
+
+    async def execute(self, sql: str, params: Any = ()) -> int:
+        await self._begin()
+        return await self._tx.execute(sql, params)
+
+    async def insert(self, sql: str, params: Any = ()) -> int:
+        await self._begin()
+        return await self._tx.insert(sql, params)
+
+    async def fetchone(self, sql: str, params: Any = ()) -> Any:
+        await self._begin()
+        return await self._tx.fetchone(sql, params)
+
+    async def fetchall(self, sql: str, params: Any = ()) -> Any:
+        await self._begin()
+        return await self._tx.fetchall(sql, params)
+
+    async def release(self) -> None:
+        if self.started:
+            await self._tx.execute("RELEASE item")
+
+    async def rollback(self) -> None:
+        if self.started:
+            await self._tx.execute("ROLLBACK TO item")
+            await self._tx.execute("RELEASE item")
+
+
+@dataclasses.dataclass
+class _Batch:
+    """What a batch of inbox rows adds up to, written once at its end.
+
+    Each row works on a `child()`; only a row that succeeded is merged in, so a row rolled back
+    to its savepoint leaves no trace in the batch either.
+    """
+
+    parent: _Batch | None = None
+    open_ids: dict[str, int | None] = dataclasses.field(default_factory=dict)  # fingerprint -> open incident
+    repeats: dict[int, int] = dataclasses.field(default_factory=dict)  # incident -> repeats to add
+    dirty: set[int] = dataclasses.field(default_factory=set)  # incidents whose card must be re-rendered
+    recurrence_checked: set[str] = dataclasses.field(default_factory=set)
+    auto_approved: list[int] = dataclasses.field(default_factory=list)
+    done: list[int] = dataclasses.field(default_factory=list)
+    watching: bool = False
+
+    def child(self) -> _Batch:
+        return _Batch(parent=self, watching=self.watching)
+
+    def open_id(self, fingerprint: str) -> object:
+        if fingerprint in self.open_ids:
+            return self.open_ids[fingerprint]
+        return self.parent.open_id(fingerprint) if self.parent else _UNKNOWN
+
+    def pending_repeats(self, incident_id: int) -> int:
+        own = self.repeats.get(incident_id, 0)
+        return own + (self.parent.pending_repeats(incident_id) if self.parent else 0)
+
+    def merge(self, child: _Batch) -> None:
+        self.open_ids.update(child.open_ids)
+        for incident_id, count in child.repeats.items():
+            self.repeats[incident_id] = self.repeats.get(incident_id, 0) + count
+        self.dirty |= child.dirty
+        self.recurrence_checked |= child.recurrence_checked
+        self.auto_approved += child.auto_approved
 
 
 def _now() -> float:

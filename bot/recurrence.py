@@ -27,6 +27,11 @@ def blocked_key(fingerprint: str) -> str:
     return f"fix_blocked:{fingerprint}"
 
 
+async def has_fix_watches(tx: Executor) -> bool:
+    """Whether any fix is being watched now: lets the pipeline skip per-alert checks in storms."""
+    return await KeyValueRepository(tx).has_prefix("fix_watch:")
+
+
 async def check_recurrence(tx: Executor, fingerprint: str, cards: CardPublisher) -> None:
     """The same error fired again inside a fix's recurrence window: the fix did not hold.
 

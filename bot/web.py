@@ -14,6 +14,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from bot import __version__
+from bot.inbox_writer import InboxWriter
 from bot.ingest import SOURCES, PayloadError, parse_payload
 from storage.audit import AuditRepository
 from storage.db import Database
@@ -33,6 +34,7 @@ class WebhookServer:
         self.db = db
         self._token = token.encode()
         self.on_accepted = on_accepted
+        self.inbox = InboxWriter(db)
         self.app = web.Application(client_max_size=MAX_BODY)
         self.app.router.add_post("/webhook/{source}/{token}", self.webhook)
         self.app.router.add_get("/healthz", self.healthz)
@@ -77,7 +79,11 @@ class WebhookServer:
             parse_payload(source, body)
         except PayloadError as exc:
             return await self._reject(request, exc.status, exc.reason)
-        inbox_id = await InboxRepository(self.db).add(source, body)
+        try:
+            inbox_id = await self.inbox.add(source, body)
+        except Exception:
+            log.exception("could not store an incoming alert")
+            return _json_error(503, "could not store the alert; please retry")
         self.on_accepted()
         return web.json_response({"accepted": True, "inbox_id": inbox_id}, status=202)
 

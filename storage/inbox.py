@@ -64,3 +64,24 @@ class InboxRepository:
     async def failed_count(self) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM inbox WHERE state = 'failed'")
         return int(row[0]) if row else 0
+
+    async def mark_done_many(self, item_ids: list[int]) -> None:
+        now = now_db()
+        for start in range(0, len(item_ids), 500):
+            chunk = item_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            await self.db.execute(
+                f"UPDATE inbox SET state = 'done', processed_at = ? WHERE state = 'pending' AND id IN ({marks})",
+                (now, *chunk),
+            )
+
+    async def add_many(self, rows: list[tuple[str, bytes]]) -> list[int]:
+        """Insert several bodies (call inside a transaction); returns their ids in order."""
+        now = now_db()
+        first = None
+        for source, body in rows:
+            row_id = await self.db.insert(
+                "INSERT INTO inbox (source, received_at, body) VALUES (?, ?, ?)", (source, now, body)
+            )
+            first = row_id if first is None else first
+        return list(range(first, first + len(rows))) if first is not None else []

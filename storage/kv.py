@@ -26,3 +26,7 @@ class KeyValueRepository:
 
     async def delete(self, key: str) -> None:
         await self.db.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+    async def has_prefix(self, prefix: str) -> bool:
+        row = await self.db.fetchone("SELECT 1 FROM kv WHERE key >= ? AND key < ? LIMIT 1", (prefix, prefix + "\uffff"))
+        return row is not None

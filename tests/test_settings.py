@@ -1,0 +1,258 @@
+"""Settings from the environment and `.env`: parsing, empty values, and errors that name the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.settings import Settings, SettingsError, check_for_run, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+GOOD_TOKEN = "123456789:" + "AAE" + "x1Y2z3" * 6
+GOOD_WEBHOOK_TOKEN = "a-long-random-webhook-token-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No remediator setting from the developer's environment, and a cwd without a `.env`."""
+    import os
+
+    names = {name.upper() for name in Settings.model_fields}
+    for key in list(os.environ):
+        if key.upper() in names:
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_env(tmp_path: Path, text: str) -> None:
+    (tmp_path / ".env").write_text(text, encoding="utf-8")
+
+
+def error_of(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    return str(info.value)
+
+
+def line_naming(message: str, name: str) -> str:
+    line = next((line for line in message.splitlines() if line.strip().startswith(f"{name}:")), None)
+    assert line is not None, f"{name} not named in:\n{message}"
+    return line
+
+
+# --------------------------------------------------------------------------- defaults and parsing
+
+
+def test_defaults_with_nothing_set_are_the_local_demo() -> None:
+    settings = load_settings()
+    assert settings.demo_mode
+    assert settings.rollout_stage == 2
+    assert settings.telegram_approvers == []
+    assert settings.kill_switch is False and settings.auto_fix is False
+    assert settings.webhook_host == "127.0.0.1"
+    check_for_run(settings)  # the demo needs nothing
+
+
+@pytest.mark.parametrize(
+    ("raw", "ids"),
+    [
+        ("12345", [12345]),
+        ("12345,67890", [12345, 67890]),
+        ("12345, 67890", [12345, 67890]),
+        ("12345 67890", [12345, 67890]),
+        (" 12345 ,, 67890 ; 111 ", [12345, 67890, 111]),
+        ("12345\n67890", [12345, 67890]),
+        ("-100123", [-100123]),
+    ],
+)
+def test_approvers_comma_or_space_separated(monkeypatch: pytest.MonkeyPatch, raw: str, ids: list[int]) -> None:
+    monkeypatch.setenv("TELEGRAM_APPROVERS", raw)
+    settings = load_settings()
+    assert settings.telegram_approvers == ids
+    assert all(settings.is_approver(i) for i in ids)
+    assert not settings.is_approver(999999)
+
+
+@pytest.mark.parametrize("raw", ["12345,@alice", "alice", "12345,1.5"])
+def test_approvers_that_are_not_ids_name_the_setting(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    message = error_of(monkeypatch, TELEGRAM_APPROVERS=raw)
+    line = line_naming(message, "TELEGRAM_APPROVERS")
+    assert "numeric Telegram user ids" in line
+
+
+@pytest.mark.parametrize(
+    ("raw", "on"),
+    [("on", True), ("off", False), ("ON", True), ("Off", False), (" on ", True), ("true", True), ("0", False)],
+)
+def test_kill_switch_and_auto_fix_on_off(monkeypatch: pytest.MonkeyPatch, raw: str, on: bool) -> None:
+    monkeypatch.setenv("KILL_SWITCH", raw)
+    monkeypatch.setenv("AUTO_FIX", raw)
+    settings = load_settings()
+    assert settings.kill_switch is on
+    assert settings.auto_fix is on
+
+
+def test_kill_switch_nonsense_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = error_of(monkeypatch, KILL_SWITCH="maybe")
+    assert "on or off" in line_naming(message, "KILL_SWITCH")
+
+
+def test_redact_patterns_split_on_double_semicolon_or_newline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDACT_PATTERNS", r"acme_[a-z]{3,5};;secret-\d+" + "\n" + "x{1,2},y")
+    settings = load_settings()
+    assert settings.redact_patterns == [r"acme_[a-z]{3,5}", r"secret-\d+", "x{1,2},y"]
+
+
+# --------------------------------------------------------------------------- .env
+
+
+def test_env_file_in_the_working_directory_is_read(clean_env: Path) -> None:
+    write_env(clean_env, "ROLLOUT_STAGE=3\nTELEGRAM_APPROVERS=1, 2\nKILL_SWITCH=on\nTIMEZONE=Europe/Berlin\n")
+    settings = load_settings()
+    assert settings.rollout_stage == 3
+    assert settings.telegram_approvers == [1, 2]
+    assert settings.kill_switch is True
+    assert settings.timezone == "Europe/Berlin"
+
+
+def test_environment_wins_over_env_file(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_env(clean_env, "ROLLOUT_STAGE=3\n")
+    monkeypatch.setenv("ROLLOUT_STAGE", "1")
+    assert load_settings().rollout_stage == 1
+
+
+def test_empty_values_in_env_file_are_unset(clean_env: Path) -> None:
+    write_env(
+        clean_env,
+        "TELEGRAM_BOT_TOKEN=\nTELEGRAM_CHAT_ID=\nTELEGRAM_APPROVERS=\nWEBHOOK_TOKEN=\nWEBHOOK_PORT=\n"
+        "ROLLOUT_STAGE=\nRULES_FILE=\nPATTERNS_FILE=\nOWNERS_FILE=\nREDACT_PATTERNS=\nKILL_SWITCH=\n"
+        "DIGEST_TIME=\nTIMEZONE=\nDATABASE_PATH=\n",
+    )
+    settings = load_settings()
+    assert settings.demo_mode
+    assert settings.telegram_chat_id is None and settings.telegram_approvers == []
+    assert settings.webhook_token is None and settings.webhook_port == 8080
+    assert settings.rollout_stage == 2
+    assert settings.rules_file is None and settings.patterns_file is None and settings.owners_file is None
+    assert settings.redact_patterns == [] and settings.kill_switch is False
+    assert settings.timezone == "UTC"
+    assert settings.database_path == Path("remediator.db")
+    check_for_run(settings)
+
+
+def test_the_shipped_env_example_loads_as_the_demo(clean_env: Path) -> None:
+    """`cp .env.example .env` must give a working local demo, not an error."""
+    write_env(clean_env, (REPO / ".env.example").read_text(encoding="utf-8"))
+    settings = load_settings()
+    assert settings.demo_mode
+    check_for_run(settings)
+
+
+def test_empty_environment_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_CHAT_ID", "")
+    monkeypatch.setenv("ROLLOUT_STAGE", "")
+    settings = load_settings()
+    assert settings.telegram_chat_id is None and settings.rollout_stage == 2
+
+
+# --------------------------------------------------------------------------- bad values
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "Europe/Berlín", "../../etc/passwd", "/etc/localtime"])
+def test_bad_timezone_names_the_setting(monkeypatch: pytest.MonkeyPatch, zone: str) -> None:
+    message = error_of(monkeypatch, TIMEZONE=zone)
+    line = line_naming(message, "TIMEZONE")
+    assert "time zone" in line and "IANA" in line
+
+
+def test_bad_redact_pattern_names_the_setting_and_the_regex(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = error_of(monkeypatch, REDACT_PATTERNS=r"good-\d+;;bad(unclosed")
+    line = line_naming(message, "REDACT_PATTERNS")
+    assert "bad(unclosed" in line and "regular expression" in line
+
+
+def test_every_bad_setting_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = error_of(
+        monkeypatch, ROLLOUT_STAGE="9", TELEGRAM_CHAT_ID="abc", WEBHOOK_PORT="70000", DIGEST_TIME="25:99",
+        TIMEZONE="Nowhere/Special",
+    )
+    assert message.startswith("Invalid settings:")
+    assert "needs 1 (monitor)" in line_naming(message, "ROLLOUT_STAGE")
+    assert "numeric id of the chat" in line_naming(message, "TELEGRAM_CHAT_ID")
+    assert "0-65535" in line_naming(message, "WEBHOOK_PORT")
+    assert "HH:MM" in line_naming(message, "DIGEST_TIME")
+    line_naming(message, "TIMEZONE")
+
+
+def test_bad_value_in_env_file_is_named(clean_env: Path) -> None:
+    write_env(clean_env, "ROLLOUT_STAGE=five\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    line_naming(str(info.value), "ROLLOUT_STAGE")
+
+
+def test_secret_values_are_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN)
+    message = error_of(monkeypatch, ROLLOUT_STAGE="0")
+    assert GOOD_TOKEN not in message
+    assert GOOD_TOKEN not in repr(load_settings(rollout_stage=2))
+
+
+# --------------------------------------------------------------------------- check_for_run
+
+
+def test_check_for_run_names_every_missing_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "oops")
+    monkeypatch.setenv("RULES_FILE", "no/such/rules.toml")
+    monkeypatch.setenv("PATTERNS_FILE", "no/such/patterns.toml")
+    monkeypatch.setenv("OWNERS_FILE", "no/such/owners.toml")
+    settings = load_settings()
+    assert not settings.demo_mode
+    with pytest.raises(SettingsError) as info:
+        check_for_run(settings)
+    message = str(info.value)
+    assert "needs the numeric id" in line_naming(message, "TELEGRAM_CHAT_ID")
+    assert "needs comma-separated" in line_naming(message, "TELEGRAM_APPROVERS")
+    assert "16" in line_naming(message, "WEBHOOK_TOKEN")
+    assert "BotFather" in line_naming(message, "TELEGRAM_BOT_TOKEN")
+    assert "no/such/rules.toml" in line_naming(message, "RULES_FILE")
+    assert "no/such/patterns.toml" in line_naming(message, "PATTERNS_FILE")
+    assert "no/such/owners.toml" in line_naming(message, "OWNERS_FILE")
+    assert "oops" not in message
+
+
+def test_check_for_run_accepts_a_complete_configuration(monkeypatch: pytest.MonkeyPatch, clean_env: Path) -> None:
+    rules = clean_env / "rules.toml"
+    rules.write_text("", encoding="utf-8")
+    write_env(
+        clean_env,
+        f"TELEGRAM_BOT_TOKEN={GOOD_TOKEN}\nTELEGRAM_CHAT_ID=-1001234567890\nTELEGRAM_APPROVERS=111,222\n"
+        f"WEBHOOK_TOKEN={GOOD_WEBHOOK_TOKEN}\nRULES_FILE={rules}\n",
+    )
+    settings = load_settings()
+    assert not settings.demo_mode
+    assert settings.telegram_chat_id == -1001234567890
+    check_for_run(settings)
+
+
+def test_check_for_run_only_flags_what_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(
+        telegram_bot_token=GOOD_TOKEN, telegram_chat_id=-100123, telegram_approvers=[111], webhook_token="short",
+    )
+    with pytest.raises(SettingsError) as info:
+        check_for_run(settings)
+    lines = [line.strip() for line in str(info.value).splitlines()[1:]]
+    assert len(lines) == 1 and lines[0].startswith("WEBHOOK_TOKEN:")
+
+
+def test_missing_files_are_flagged_even_in_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATTERNS_FILE", "nowhere.toml")
+    settings = load_settings()
+    assert settings.demo_mode
+    with pytest.raises(SettingsError) as info:
+        check_for_run(settings)
+    assert "nowhere.toml" in line_naming(str(info.value), "PATTERNS_FILE")
