@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from bot.card import esc, test_notification_text
 from bot.cards import CardPublisher
-from bot.ingest import PayloadError, parse_payload
+from bot.ingest import ParsedPayload, PayloadError, parse_payload
 from bot.models import Alert, AlertKind, Triage, utcnow
 from bot.recurrence import check_recurrence, has_fix_watches
 from bot.redact import Redactor
@@ -68,7 +68,7 @@ class PipelineWorker:
         max_attempts: int = 5,
         on_committed: Callable[[], None] | None = None,
         on_auto_approved: Callable[[int], None] | None = None,
-        batch_size: int = 200,
+        batch_size: int = 100,
     ) -> None:
         self.db = db
         self.triager = triager
@@ -134,10 +134,13 @@ class PipelineWorker:
 
     async def _drain(self, items: list[InboxItem]) -> None:
         batch = _Batch()
+        # Parsing is CPU work: done before the transaction so the database lock (which webhook
+        # requests wait for) is held only for the statements.
+        parsed = [(item, _parse(item)) for item in items]
         async with self.db.transaction() as tx:
             batch.watching = await has_fix_watches(tx)
-            for item in items:
-                await self._process(tx, item, batch)
+            for item, payload in parsed:
+                await self._process(tx, item, payload, batch)
             await self._flush(tx, batch)
         self.on_committed()
         # Started only after the commit: the approval is recorded before the action runs.
@@ -158,11 +161,15 @@ class PipelineWorker:
         for incident_id in batch.dirty:
             await self.cards.publish(tx, incident_id)
 
-    async def _process(self, tx: Transaction, item: InboxItem, batch: _Batch) -> None:
+    async def _process(
+        self, tx: Transaction, item: InboxItem, payload: ParsedPayload | Exception, batch: _Batch
+    ) -> None:
         item_tx = _LazySavepoint(tx)
         changes = batch.child()
         try:
-            await self._handle(item_tx, item, changes)
+            if isinstance(payload, Exception):
+                raise payload
+            await self._handle(item_tx, item, payload, changes)
             await item_tx.release()
         except Exception as exc:
             await item_tx.rollback()
@@ -190,13 +197,12 @@ class PipelineWorker:
             log.warning("inbox #%s failed (attempt %s), retry in %.0fs: %s", item.id, attempts, delay, error)
             await inbox.retry_later(item.id, error, delay)
 
-    async def _handle(self, tx: Executor, item: InboxItem, changes: _Batch) -> None:
-        parsed = parse_payload(item.source, item.body)
+    async def _handle(self, tx: Executor, item: InboxItem, parsed: ParsedPayload, changes: _Batch) -> None:
         if parsed.test_notification is not None:
             await self.cards.say(tx, test_notification_text(self.redactor.redact(parsed.test_notification)))
             await AuditRepository(tx).record("alert.test", "answered", detail={"inbox_id": item.id})
         for alert in parsed.alerts:
-            await self._handle_alert(tx, redact_alert(self.redactor, alert), changes)
+            await self._handle_alert(tx, alert, changes)
 
     async def _open_id(self, tx: Executor, fingerprint: str, changes: _Batch) -> int | None:
         known = changes.open_id(fingerprint)
@@ -228,6 +234,8 @@ class PipelineWorker:
             changes.repeats[current_id] = changes.repeats.get(current_id, 0) + alert.count
             changes.dirty.add(current_id)
             return
+        # Only a new incident stores the alert's text: redacted here, before triage and storage.
+        alert = redact_alert(self.redactor, alert)
         regression_of = await incidents.latest_resolved_id(alert.fingerprint)
         triage = self.triager.triage(alert)
         incident = await incidents.create(alert, triage, now, self.cards.chat_id, regression_of)
@@ -253,6 +261,13 @@ class PipelineWorker:
 
 
 _UNKNOWN = object()
+
+
+def _parse(item: InboxItem) -> ParsedPayload | Exception:
+    try:
+        return parse_payload(item.source, item.body)
+    except Exception as exc:  # reported per row by _process
+        return exc
 
 
 class _LazySavepoint:
