@@ -6,6 +6,7 @@ is recognised as stale instead of acting on the newer proposal.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 APPROVE, REJECT, INVESTIGATE, PRIORITY, MUTE, RESOLVE = "ap", "rj", "iv", "pr", "mu", "rs"
@@ -26,9 +27,14 @@ class CardPress:
         return data
 
 
+_DATA = re.compile(r"([a-z]{2}):([0-9]{1,15}):([A-Za-z0-9]{0,20})", re.ASCII)
+
+
 def decode(data: str) -> CardPress | None:
     """The press a button stands for, or None for data this bot did not make."""
-    parts = data.split(":")
-    if len(parts) != 3 or parts[0] not in ACTIONS or not parts[1].isdigit():
+    if len(data.encode()) > MAX_BYTES:
         return None
-    return CardPress(parts[0], int(parts[1]), parts[2])
+    match = _DATA.fullmatch(data)
+    if match is None or match.group(1) not in ACTIONS:
+        return None
+    return CardPress(match.group(1), int(match.group(2)), match.group(3))

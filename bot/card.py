@@ -107,32 +107,73 @@ def render_card(
         lines.append(f"ℹ️ {esc(t.note, 200)}")
     for note in notes or []:
         lines.append(f"ℹ️ {esc(note, 300)}")
-    if incident.url:
-        label = (incident.tags.get("short_id") or "Open in GlitchTip") if incident.source == "glitchtip" else "Open"
-        lines.append(f'🔗 <a href="{html.escape(incident.url, quote=True)}">{esc(label, 60)}</a>')
+    link = _link(incident)
+    if link:
+        lines.append(link)
     if now and incident.muted(now):
         lines.append(f"🔕 Muted until {_when(incident.muted_until)}")
     if not incident.is_open:
         lines.append(f"✅ Resolved by {esc(incident.resolved_by or '?', 80)} at {_when(incident.resolved_at)}")
-    lines.append(_proposal_line(proposal))
-    for entry in history or []:
-        lines.append(entry)
-    text = _fit("\n".join(lines))
+    text = _fit(lines, _proposal_line(proposal), history or [])
     return Card(text, _buttons(incident, proposal, stage))
 
 
-def _fit(text: str) -> str:
-    """Keep under Telegram's limit; history lines go first, cut at a line boundary."""
-    if len(text) <= TELEGRAM_TEXT_LIMIT:
+MAX_URL = 1000
+
+
+def _link(incident: Incident) -> str | None:
+    """The tracker link; an over-long URL loses its query string, or the link is left out."""
+    url = incident.url or ""
+    if len(url) > MAX_URL:
+        url = url.split("?", 1)[0]
+    if not url or len(url) > MAX_URL or not url.startswith(("http://", "https://")):
+        return None
+    label = (incident.tags.get("short_id") or "Open in GlitchTip") if incident.source == "glitchtip" else "Open"
+    return f'🔗 <a href="{html.escape(url, quote=True)}">{esc(label, 60)}</a>'
+
+
+def units(text: str) -> int:
+    """Length as Telegram counts it (UTF-16 code units). Counted on the HTML, which is never
+    shorter than the text Telegram shows, so a card that fits here fits there."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fit(body: list[str], proposal_line: str, history: list[str]) -> str:
+    """Keep under Telegram's limit. The proposal line always stays (it says what Approve does);
+    body lines are cut first from the bottom, then history lines from the end."""
+    budget = TELEGRAM_TEXT_LIMIT - 8  # room for the "…" marker lines
+    text = "\n".join([*body, proposal_line, *history])
+    if units(text) <= TELEGRAM_TEXT_LIMIT:
         return text
-    kept: list[str] = []
-    size = 0
-    for line in text.split("\n"):
-        if size + len(line) + 1 > TELEGRAM_TEXT_LIMIT - 20:
+    proposal_line = _cut_line(proposal_line, budget // 2)
+    size = units(proposal_line) + 1
+    kept_body: list[str] = []
+    for line in body:
+        line = _cut_line(line, budget - size - 1)
+        if not line:
             break
-        kept.append(line)
-        size += len(line) + 1
-    return "\n".join(kept) + "\n…"
+        kept_body.append(line)
+        size += units(line) + 1
+    kept_history: list[str] = []
+    for line in history:
+        if size + units(line) + 1 > budget:
+            break
+        kept_history.append(line)
+        size += units(line) + 1
+    cut = len(kept_body) < len(body) or len(kept_history) < len(history)
+    return "\n".join([*kept_body, proposal_line, *kept_history]) + ("\n…" if cut else "")
+
+
+def _cut_line(line: str, room: int) -> str:
+    """A line that fits in `room` units, or "" when it cannot be cut safely (it holds markup)."""
+    if units(line) <= room:
+        return line
+    if "<" in line or "&" in line or room < 20:
+        return ""
+    text = line
+    while units(text) > room - 1:
+        text = text[: max(0, len(text) - max(1, (units(text) - room) // 2 + 1))]
+    return text + "…"
 
 
 def _buttons(incident: Incident, proposal: Proposal | None, stage: int) -> list[list[Button]]:

@@ -105,7 +105,8 @@ def cmd_triage(args: argparse.Namespace) -> int:
             triage = rules.triage(alert, owners)
             title = redactor.redact(alert.title)
             if args.json:
-                print(json.dumps({"title": title, **triage_to_dict(triage)}, ensure_ascii=False))
+                record = redactor.redact_obj({"title": alert.title, **triage_to_dict(triage)})
+                print(json.dumps(record, ensure_ascii=False))
             else:
                 owner = triage.owner.telegram or triage.owner.name if triage.owner else "-"
                 print(f"{triage.priority.value} {triage.category.value:<14} {title[:100]}")

@@ -144,12 +144,6 @@ def test_huge_fields_do_not_push_out_the_proposal_line() -> None:
     assert "Proposal: restart_redis: systemctl restart redis-server · 1/2 approvals" in visible(card.text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: bot/card.py does not cut incident.url (html.escape of the full URL) and _fit() drops every line "
-    "after the first one that does not fit, so a long URL (generic alerts accept 2000 chars) removes the "
-    "proposal line while Approve/Reject stay",
-)
 def test_a_long_url_does_not_push_out_the_proposal_line() -> None:
     url = "https://api.example.com/v1/search?" + "&".join(f"q{i}=a&b" for i in range(400))
     incident = make_incident(source="generic", url=url[:2000])
@@ -158,11 +152,6 @@ def test_a_long_url_does_not_push_out_the_proposal_line() -> None:
     assert "Proposal: restart_redis" in visible(card.text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: bot/card.py _fit() counts code points, Telegram's 4096 limit is UTF-16 code units: an "
-    "emoji-heavy alert renders a card Telegram rejects ('message is too long'); the sender then parks it",
-)
 def test_emoji_heavy_values_stay_within_telegrams_utf16_limit() -> None:
     emoji = "😀" * 5000
     incident = make_incident(title=emoji, message=emoji, project=emoji, environment=emoji, release=emoji,
@@ -350,21 +339,11 @@ def test_decode_refuses_junk(junk: str) -> None:
     assert decode(junk) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: bot/callbacks.py decode() accepts data longer than 64 bytes, which this bot never makes "
-    "(CardPress.encode refuses it), e.g. a 100-digit incident id that later overflows SQLite",
-)
 @pytest.mark.parametrize("junk", ["ap:1:" + "x" * 95, "ap:" + "1" * 96 + ":"])
 def test_decode_refuses_100_byte_data(junk: str) -> None:
     assert len(junk.encode()) == 100
     assert decode(junk) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: bot/callbacks.py decode() uses str.isdigit(), true for '²', then int('²') raises ValueError "
-    "instead of returning None",
-)
 def test_decode_refuses_non_decimal_digits() -> None:
     assert decode("ap:²:1") is None

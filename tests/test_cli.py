@@ -307,11 +307,6 @@ def test_triage_text_redacts_a_secret_copied_into_the_cause(cli: Cli) -> None:
     assert _github_token() not in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: bot/cli.py cmd_triage --json prints triage_to_dict(triage) unredacted: a secret that a rule "
-    "copies into likely_cause (e.g. the user of 'password authentication failed for user ...') leaks",
-)
 def test_triage_json_redacts_a_secret_copied_into_the_cause(cli: Cli) -> None:
     result = cli("triage", "--json", SECRET_IN_CAUSE)
     assert result.returncode == 0, result.stderr
