@@ -36,6 +36,7 @@ from handlers import build_router
 from handlers.middlewares import ChatGate
 from storage.audit import AuditRepository
 from storage.db import Database
+from storage.inbox import InboxRepository
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 20.0
@@ -122,6 +123,10 @@ class Application:
         self.web = WebhookServer(self.db, token, on_accepted=self.pipeline.notify)
         self.scheduler = AsyncIOScheduler(timezone=s.timezone)
         self.scheduler.add_job(self.decisions.expire_due, "interval", seconds=60, id="expire_proposals")
+        self.scheduler.add_job(self._purge_inbox, "interval", hours=1, id="purge_inbox")
+
+    async def _purge_inbox(self) -> None:
+        await InboxRepository(self.db).purge_done(self.settings.inbox_retention_days)
 
     def _start_auto_fix(self, proposal_id: int) -> None:
         self.decisions.spawn(self.executor.execute(proposal_id, AUTO_FIX_ACTOR))

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     auto_fix: bool = False
     fix_rate_limit_per_hour: int = Field(10, ge=0)
     inbox_max_attempts: int = Field(5, ge=1)
+    inbox_retention_days: float = Field(7.0, gt=0)
     log_level: str = "INFO"
 
     # Integrations (all optional: everything works offline)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from storage.db import Executor
 from storage.timefmt import now_db
@@ -85,3 +86,10 @@ class InboxRepository:
             )
             first = row_id if first is None else first
         return list(range(first, first + len(rows))) if first is not None else []
+
+    async def purge_done(self, older_than_days: float) -> int:
+        """Delete processed bodies after a while: they hold the raw, unredacted alert text."""
+        cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+        return await self.db.execute(
+            "DELETE FROM inbox WHERE state = 'done' AND processed_at < ?", (cutoff.isoformat(timespec="milliseconds"),)
+        )
