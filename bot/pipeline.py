@@ -9,10 +9,9 @@ reported in chat: never dropped.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -22,6 +21,7 @@ from bot.ingest import ParsedPayload, PayloadError, parse_payload
 from bot.models import Alert, AlertKind, Triage, utcnow
 from bot.recurrence import check_recurrence, has_fix_watches
 from bot.redact import Redactor
+from bot.worker import WakeableLoop
 from storage.audit import AuditRepository
 from storage.db import Database, Executor, Transaction
 from storage.inbox import InboxItem, InboxRepository
@@ -56,7 +56,7 @@ def redact_alert(redactor: Redactor, alert: Alert) -> Alert:
     )
 
 
-class PipelineWorker:
+class PipelineWorker(WakeableLoop):
     def __init__(
         self,
         db: Database,
@@ -70,6 +70,7 @@ class PipelineWorker:
         on_auto_approved: Callable[[int], None] | None = None,
         batch_size: int = 100,
     ) -> None:
+        super().__init__()
         self.db = db
         self.triager = triager
         self.redactor = redactor
@@ -79,37 +80,13 @@ class PipelineWorker:
         self.on_committed = on_committed or (lambda: None)
         self.on_auto_approved = on_auto_approved
         self.batch_size = batch_size
-        self._auto_approved: list[int] = []
-        self.wake = asyncio.Event()
-        self._stopping = False
 
-    def notify(self) -> None:
-        """Called by the web server after an inbox insert commits."""
-        self.wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self.wake.set()
-
-    async def run(self) -> None:
-        """Drain until stopped; a batch in flight finishes before the loop exits."""
-        while not self._stopping:
-            # Cleared before looking for work, so a notify during the drain is not lost.
-            self.wake.clear()
-            try:
-                processed = await self.drain_once()
-            except Exception:  # the loop must survive anything; the rows stay pending
-                log.exception("pipeline batch failed; retrying shortly")
-                processed = 0
-                await asyncio.sleep(1)
-            if processed or self._stopping:
-                continue
-            timeout = 5.0
-            next_due = await InboxRepository(self.db).next_due_at()
-            if next_due is not None:
-                timeout = max(0.05, min(timeout, next_due - _now()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+    async def step(self) -> float:
+        """Drain a batch; when idle, sleep until notified or the next retry is due."""
+        if await self.drain_once():
+            return 0.0
+        next_due = await InboxRepository(self.db).next_due_at()
+        return 5.0 if next_due is None else max(0.05, min(5.0, next_due - time.time()))
 
     async def drain_once(self) -> int:
         items = await InboxRepository(self.db).due(self.batch_size)
@@ -348,8 +325,3 @@ class _Batch:
         self.recurrence_checked |= child.recurrence_checked
         self.auto_approved += child.auto_approved
 
-
-def _now() -> float:
-    import time
-
-    return time.time()

@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from bot.models import Alert, AlertKind, Category
+from bot.ingest import PayloadError
+from bot.ingest.loose import alerts_from_text
+from bot.models import Alert, Category
 from patterns.engine import PatternError, PatternMatch, default_patterns_path, load_patterns
 
-__all__ = ["alert_from_dict", "alert_from_input", "check_command", "test_command"]
-
-_GLITCHTIP_FIELDS = {"Project": "project", "Environment": "environment", "Server Name": "server", "Release": "release"}
-_GENERIC_FIELDS = ("project", "environment", "server", "release", "level", "url")
+__all__ = ["check_command", "test_command"]
 
 
 def check_command(path: Path | None, *, out: TextIO | None = None) -> int:
@@ -71,78 +69,35 @@ def test_command(
         print("nothing to test: give alert text/JSON arguments or --file FILE", file=sys.stderr)
         return 2
     cat = Category(category) if category else None
+    status = 0
     for item in raw:
-        case_id, alert = alert_from_input(item)
-        found = pset.evaluate(alert, cat)
-        if as_json:
-            print(json.dumps(_as_record(case_id, alert, found), ensure_ascii=False), file=out)
-        else:
-            print(_as_line(case_id, alert, found), file=out)
-    return 0
+        case_id = _case_id(item)
+        try:
+            alerts = alerts_from_text(item)
+        except PayloadError as exc:
+            print(json.dumps({"input": item[:80], "error": exc.reason}) if as_json else f"{item[:80]}: {exc.reason}",
+                  file=out)
+            status = 1
+            continue
+        for alert in alerts:
+            found = pset.evaluate(alert, cat)
+            if as_json:
+                print(json.dumps(_as_record(case_id, alert, found), ensure_ascii=False), file=out)
+            else:
+                print(_as_line(case_id, alert, found), file=out)
+    return status
 
 
 test_command.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported
 
 
-def alert_from_input(text: str) -> tuple[str | None, Alert]:
-    """(case id if any, Alert) from plain text, a generic alert JSON or a GlitchTip webhook."""
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError:
-            data = None
-        if isinstance(data, dict):
-            case_id = data.get("id")
-            return (str(case_id) if case_id is not None else None), alert_from_dict(data)
-    title, _, rest = stripped.partition("\n")
-    return None, _alert(title=title, stacktrace=rest)
-
-
-def alert_from_dict(data: Mapping[str, Any]) -> Alert:
-    """A GlitchTip webhook (first attachment) or a generic {title, message, stacktrace, ...}."""
-    attachments = data.get("attachments")
-    if isinstance(attachments, list) and attachments and isinstance(attachments[0], dict):
-        first = attachments[0]
-        extra: dict[str, str] = {}
-        for fld in first.get("fields") or []:
-            if isinstance(fld, dict) and fld.get("title") in _GLITCHTIP_FIELDS and fld.get("value"):
-                extra[_GLITCHTIP_FIELDS[fld["title"]]] = str(fld["value"])
-        return _alert(
-            title=_text(first.get("title")),
-            message=_text(first.get("text")),
-            url=_text(first.get("title_link")) or None,
-            source="glitchtip",
-            **extra,
-        )
-    stack = data.get("stacktrace", data.get("stack", ""))
-    if isinstance(stack, list):
-        stack = "\n".join(map(str, stack))
-    generic = {k: str(data[k]) for k in _GENERIC_FIELDS if data.get(k) not in (None, "")}
-    title = _text(data.get("title")) or _text(data.get("message")).partition("\n")[0]
-    return _alert(
-        title=title,
-        message=_text(data.get("message") or data.get("culprit")),
-        stacktrace=_text(stack),
-        **generic,
-    )
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _alert(*, title: str, message: str = "", stacktrace: str = "", source: str = "generic",
-           **fields: str | None) -> Alert:
-    return Alert(
-        source=source,
-        kind=AlertKind.ERROR,
-        title=title,
-        fingerprint="cli",
-        message=message,
-        stacktrace=stacktrace,
-        **fields,  # type: ignore[arg-type]
-    )
+def _case_id(text: str) -> str | None:
+    """The `id` of a JSON input (corpus lines carry one), for the output."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return str(data["id"]) if isinstance(data, dict) and data.get("id") is not None else None
 
 
 def _short(alert: Alert, limit: int = 80) -> str:

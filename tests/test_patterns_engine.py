@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.ingest.loose import alerts_from_text
 from bot.models import Alert, AlertKind, Category
 from patterns import PatternError, PatternSet, cli, load_patterns
 from patterns.engine import render
@@ -374,7 +375,7 @@ def test_test_command_text_output_and_glitchtip_fields(capsys: pytest.CaptureFix
     assert cli.test_command(["OSError: [Errno 28] No space left on device"], None, False) == 0
     out = capsys.readouterr().out
     assert "cleanup_disk" in out and "step 1: journalctl" in out
-    _, a = cli.alert_from_input((DATA / "glitchtip" / "issue_alert_v1.json").read_text())
+    [a] = alerts_from_text((DATA / "glitchtip" / "issue_alert_v1.json").read_text())
     assert (a.source, a.project, a.environment, a.server) == ("glitchtip", "ai-admin-worker", "production", "web-1")
     assert a.message == "processBookingQueue(worker/queue)"
     assert cli.test_command(None, None, False) == 2

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import html
 import logging
 import re
@@ -33,6 +32,7 @@ from aiogram.exceptions import (
 )
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.worker import WakeableLoop
 from storage.db import Database
 from storage.incidents import IncidentRepository
 from storage.outbox import OutboxItem, OutboxRepository
@@ -61,7 +61,7 @@ class _ChatPace:
     recent: collections.deque[float] = field(default_factory=collections.deque)  # sends in the last minute
 
 
-class OutboxSender:
+class OutboxSender(WakeableLoop):
     def __init__(
         self,
         db: Database,
@@ -72,38 +72,19 @@ class OutboxSender:
         rate_global: float = 30.0,
         on_sent: Callable[[OutboxItem], None] | None = None,
     ) -> None:
+        super().__init__()
         self.db = db
         self.bot = bot
         self.min_interval = 1.0 / rate_per_chat
         self.group_per_minute = group_per_minute
         self.global_interval = 1.0 / rate_global
         self.on_sent = on_sent
-        self.wake = asyncio.Event()
         self._pace: dict[int, _ChatPace] = collections.defaultdict(_ChatPace)
         self._backoff: dict[int, float] = {}  # chat -> seconds of the current 5xx/network backoff
         self._global_next = 0.0
-        self._stopping = False
 
-    def notify(self) -> None:
-        self.wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self.wake.set()
-
-    async def run(self) -> None:
-        while not self._stopping:
-            # Cleared before looking for work, so a notify during the send is not lost.
-            self.wake.clear()
-            try:
-                wait = await self.send_due()
-            except Exception:
-                log.exception("outbox sender loop failed; retrying shortly")
-                wait = 1.0
-            if wait <= 0 or self._stopping:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), wait)
+    async def step(self) -> float:
+        return await self.send_due()
 
     def _chat_ready_at(self, chat_id: int, now: float) -> float:
         pace = self._pace[chat_id]
