@@ -27,7 +27,8 @@ async def _audit_command(decisions: DecisionService, message: Message, command: 
     await AuditRepository(decisions.db).record(f"command./{command}", outcome, actor_id=actor.id, actor_name=actor.name)
 
 
-async def cmd_help(message: Message) -> None:
+async def cmd_help(message: Message, decisions: DecisionService) -> None:
+    await _audit_command(decisions, message, "help", "ok")
     await message.answer(HELP)
 
 

@@ -235,3 +235,16 @@ async def test_stage_3_investigate_is_recorded(start_app, tmp_path):
     answer = await h.press(card.message_id, button(card, "iv:"))
     assert "recorded" in answer["text"]
     assert any(e["action"] == "incident.investigate" for e in audit_json(tmp_path / "remediator.db"))
+
+
+async def test_expired_proposal_loses_its_buttons_and_refuses_approve(start_app, tmp_path):
+    h = await start_app(proposal_expiry_hours=0.0001)  # 0.36 s
+    card = await first_card(h)
+    approve = button(card, "ap:")
+    await asyncio.sleep(0.5)
+    assert await h.app.decisions.expire_due() == 1  # what the scheduler runs every minute
+    expired = await h.wait_text(card.message_id, "Expired without a decision")
+    assert not has_button(expired, "ap:")
+    answer = await h.press(card.message_id, approve, stale=True)
+    assert "expired" in answer["text"]
+    assert any(e["action"] == "proposal.expire" for e in audit_json(tmp_path / "remediator.db"))

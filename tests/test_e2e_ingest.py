@@ -192,3 +192,15 @@ async def test_secrets_in_alerts_never_reach_telegram(start_app):
     [card] = await h.wait_cards(1)
     assert secret not in card.text and "hunter2secret" not in card.text
     assert "[REDACTED]" in card.text
+
+
+async def test_card_mentions_the_owner_from_owners_file(start_app, tmp_path):
+    owners = tmp_path / "owners.toml"
+    owners.write_text('[[owner]]\nname = "Alice"\ntelegram = "@alice"\nprojects = ["ai-admin-api"]\n\n'
+                      '[[owner]]\nname = "On-call"\ntelegram = "@oncall"\ndefault = true\n')
+    h = await start_app(owners_file=owners)
+    await h.post("glitchtip", glitchtip_sample("issue_alert_v2.json"))
+    await h.post("generic", {"title": "RuntimeError: elsewhere", "project": "other"})
+    first, second = await h.wait_cards(2)
+    assert "Owner: @alice" in first.plain_text
+    assert "Owner: @oncall" in second.plain_text

@@ -162,6 +162,10 @@ class OutboxSender(WakeableLoop):
         except TelegramAPIError as exc:  # 401/403/404: configuration problems; park after a few tries
             await self._permanent_failure(item, exc)
             return
+        except Exception as exc:  # a row we cannot even send (a bug): park it, never block the chat
+            log.exception("outbox #%s could not be sent", item.id)
+            await self._permanent_failure(item, exc)
+            return
         self._backoff.pop(item.chat_id, None)
         await self._mark_sent(item, message_id)
 
@@ -189,9 +193,9 @@ class OutboxSender(WakeableLoop):
         await self._permanent_failure(item, exc)
         return True
 
-    async def _permanent_failure(self, item: OutboxItem, exc: TelegramAPIError) -> None:
+    async def _permanent_failure(self, item: OutboxItem, exc: Exception) -> None:
         outbox = OutboxRepository(self.db)
-        error = f"{type(exc).__name__}: {exc.message}"
+        error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
         if item.attempts + 1 >= MAX_PERMANENT_FAILURES:
             log.error("outbox #%s parked: %s", item.id, error)
             await outbox.park(item.id, error)
