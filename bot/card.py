@@ -50,7 +50,8 @@ def _proposal_line(proposal: Proposal | None) -> str:
     state = proposal.state
     if state is ProposalState.PENDING:
         need = f"{len(proposal.approvals)}/{proposal.approvals_required} approvals"
-        return f"➡️ Proposal: {summary} · {need}"
+        refused = f"\n⚠️ The last approval {esc(proposal.result, 300)}" if proposal.result else ""
+        return f"➡️ Proposal: {summary} · {need}{refused}"
     if state in (ProposalState.APPROVED, ProposalState.RUNNING):
         return f"⏳ Running: {summary} (approved by {who})"
     outcome = f" — {esc(proposal.result, 600)}" if proposal.result else ""

@@ -42,6 +42,7 @@ class Outcome:
 
     answer: str
     changed: bool = False
+    audited: bool = False  # the handler already wrote its audit row
 
 
 def parse_duration(text: str) -> timedelta | None:
@@ -92,7 +93,7 @@ class DecisionService:
         await AuditRepository(self.db).record(
             what, "refused: not an approver", actor_id=actor.id, actor_name=actor.name, incident_id=incident_id
         )
-        return Outcome("⛔ Not allowed: only approvers can do this.")
+        return Outcome("⛔ Not allowed: only approvers can do this.", audited=True)
 
     async def press(self, actor: Actor, press: CardPress) -> Outcome:
         """A card button was pressed."""
@@ -104,12 +105,21 @@ class DecisionService:
                 action_name, f"refused: rollout stage {self.stage}", actor_id=actor.id, actor_name=actor.name,
                 incident_id=press.incident_id,
             )
-            return Outcome(f"Not available at rollout stage {self.stage}.")
+            return Outcome(f"Not available at rollout stage {self.stage}.", audited=True)
         handler = {
             APPROVE: self._approve, REJECT: self._reject, INVESTIGATE: self._investigate,
             PRIORITY: self._priority, MUTE: self._mute_press, RESOLVE: self._resolve_press,
         }[press.action]
-        return await handler(actor, press)
+        outcome = await handler(actor, press)
+        await self.audit_outcome(actor, action_name, press.incident_id, outcome)
+        return outcome
+
+    async def audit_outcome(self, actor: Actor, action: str, incident_id: int | None, outcome: Outcome) -> None:
+        """Every press or command leaves one audit row: refusals and no-ops included."""
+        if not outcome.audited:
+            await AuditRepository(self.db).record(
+                action, outcome.answer[:120], actor_id=actor.id, actor_name=actor.name, incident_id=incident_id
+            )
 
     # -- approve / reject -------------------------------------------------------------------
 
@@ -123,6 +133,12 @@ class DecisionService:
             return incident, None, "This card is out of date."
         if proposal.state is not ProposalState.PENDING:
             return incident, proposal, _past(proposal)
+        if proposal.expires_at <= utcnow():
+            if await ProposalRepository(tx).transition(proposal.id, ProposalState.PENDING, ProposalState.EXPIRED):
+                await AuditRepository(tx).record("proposal.expire", "expired", incident_id=incident.id,
+                                                 proposal_id=proposal.id)
+                await self.cards.publish(tx, incident.id)
+            return incident, proposal, "This proposal expired without a decision."
         if not incident.is_open:
             return incident, proposal, f"Incident #{incident.id} is already resolved."
         latest = await ProposalRepository(tx).latest_for(incident.id)
@@ -132,31 +148,27 @@ class DecisionService:
 
     async def _approve(self, actor: Actor, press: CardPress) -> Outcome:
         audit_args = {"actor_id": actor.id, "actor_name": actor.name, "incident_id": press.incident_id}
-        ks = await killswitch.read(self.db)
-        if ks.on:
-            await AuditRepository(self.db).record(
-                "proposal.approve", "refused: kill switch on", proposal_id=_int(press.arg), **audit_args
-            )
-            return Outcome("🛑 The kill switch is on: no action starts. Nothing changed.")
         start = False
         async with self.db.transaction() as tx:
-            incident, proposal, stale = await self._stale(tx, press)
             audit = AuditRepository(tx)
+            # Read inside the transaction: a /killswitch on cannot slip in before the approval lands.
+            if (await killswitch.read(tx)).on:
+                await audit.record("proposal.approve", "refused: kill switch on", proposal_id=_int(press.arg),
+                                   **audit_args)
+                return Outcome("🛑 The kill switch is on: no action starts. Nothing changed.", audited=True)
+            incident, proposal, stale = await self._stale(tx, press)
             if stale or proposal is None:
                 await audit.record("proposal.approve", f"refused: {stale}", proposal_id=_int(press.arg), **audit_args)
-                return Outcome(stale or "Nothing to decide.")
-            if proposal.expires_at <= utcnow():
-                await ProposalRepository(tx).transition(proposal.id, ProposalState.PENDING, ProposalState.EXPIRED)
-                await audit.record("proposal.approve", "refused: expired", proposal_id=proposal.id, **audit_args)
-                await self.cards.publish(tx, proposal.incident_id)
-                return Outcome("This proposal expired without a decision.")
+                return Outcome(stale or "Nothing to decide.", audited=True)
             if proposal.kind == "pattern" and self.stage < 4:
                 await audit.record("proposal.approve", "refused: stage", proposal_id=proposal.id, **audit_args)
-                return Outcome(f"Fixes need rollout stage 4 (now {self.stage}).")
+                return Outcome(f"Fixes need rollout stage 4 (now {self.stage}).", audited=True)
             repo = ProposalRepository(tx)
             if not await repo.add_approval(proposal.id, actor.id, actor.name):
                 count = await repo.approval_count(proposal.id)
-                return Outcome(f"You already approved ({count}/{proposal.approvals_required}).")
+                await audit.record("proposal.approve", "refused: already approved by this person",
+                                   proposal_id=proposal.id, **audit_args)
+                return Outcome(f"You already approved ({count}/{proposal.approvals_required}).", audited=True)
             count = await repo.approval_count(proposal.id)
             if count < proposal.approvals_required:
                 await audit.record(
@@ -164,7 +176,8 @@ class DecisionService:
                     **audit_args,
                 )
                 await self.cards.publish(tx, proposal.incident_id)
-                return Outcome(f"Approval recorded ({count}/{proposal.approvals_required}).", changed=True)
+                return Outcome(f"Approval recorded ({count}/{proposal.approvals_required}).", changed=True,
+                               audited=True)
             if not await repo.transition(
                 proposal.id, ProposalState.PENDING, ProposalState.APPROVED, by=actor.name, by_id=actor.id
             ):
@@ -177,7 +190,7 @@ class DecisionService:
             start = True
         if start and self.start_action is not None:
             self.spawn(self.start_action(proposal.id, actor))
-        return Outcome("✅ Approved.", changed=True)
+        return Outcome("✅ Approved.", changed=True, audited=True)
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -196,7 +209,7 @@ class DecisionService:
             audit = AuditRepository(tx)
             if stale or proposal is None:
                 await audit.record("proposal.reject", f"refused: {stale}", proposal_id=_int(press.arg), **audit_args)
-                return Outcome(stale or "Nothing to decide.")
+                return Outcome(stale or "Nothing to decide.", audited=True)
             if not await ProposalRepository(tx).transition(
                 proposal.id, ProposalState.PENDING, ProposalState.REJECTED, by=actor.name, by_id=actor.id
             ):
@@ -205,7 +218,7 @@ class DecisionService:
             await audit.record("proposal.reject", "rejected", proposal_id=proposal.id,
                                detail={"summary": proposal.summary}, **audit_args)
             await self.cards.publish(tx, proposal.incident_id)
-        return Outcome("🚫 Rejected.", changed=True)
+        return Outcome("🚫 Rejected.", changed=True, audited=True)
 
     # -- investigate, priority, mute, resolve ----------------------------------------------
 
@@ -214,7 +227,7 @@ class DecisionService:
             "incident.investigate", "requested", actor_id=actor.id, actor_name=actor.name,
             incident_id=press.incident_id,
         )
-        return Outcome("🔎 Investigation requested and recorded. Automatic investigation is not available yet.")
+        return Outcome("🔎 Investigation requested and recorded. Automatic investigation is not available yet.", audited=True)
 
     async def _priority(self, actor: Actor, press: CardPress) -> Outcome:
         try:
@@ -238,7 +251,7 @@ class DecisionService:
                         "to": new.value, "human_intervention": True},
             )
             await self.cards.publish(tx, incident.id)
-        return Outcome(f"Priority set to {new.value}.", changed=True)
+        return Outcome(f"Priority set to {new.value}.", changed=True, audited=True)
 
     async def _mute_press(self, actor: Actor, press: CardPress) -> Outcome:
         duration = MUTE_DURATIONS.get(press.arg)
@@ -261,7 +274,7 @@ class DecisionService:
                 detail={"until": until.isoformat(), "human_intervention": True},
             )
             await self.cards.publish(tx, incident_id)
-        return Outcome(f"🔕 Muted until {until:%Y-%m-%d %H:%M} UTC.", changed=True)
+        return Outcome(f"🔕 Muted until {until:%Y-%m-%d %H:%M} UTC.", changed=True, audited=True)
 
     async def _resolve_press(self, actor: Actor, press: CardPress) -> Outcome:
         return await self.resolve(actor, press.incident_id)
@@ -286,7 +299,7 @@ class DecisionService:
                         "human_intervention": True},
             )
             await self.cards.publish(tx, incident_id)
-        return Outcome(f"✔️ Incident #{incident_id} resolved.", changed=True)
+        return Outcome(f"✔️ Incident #{incident_id} resolved.", changed=True, audited=True)
 
     async def expire_due(self, now: datetime | None = None) -> int:
         """Move pending proposals past their expiry to `expired` (run by the scheduler)."""

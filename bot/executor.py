@@ -18,8 +18,10 @@ from bot.card import esc
 from bot.cards import CardPublisher
 from bot.decisions import Actor
 from bot.models import Proposal, ProposalState
+from bot.recurrence import watch_for_recurrence
 from storage.audit import AuditRepository
-from storage.db import Database
+from storage.db import Database, Executor
+from storage.incidents import IncidentRepository
 from storage.proposals import ProposalRepository
 
 log = logging.getLogger(__name__)
@@ -31,10 +33,11 @@ class ActionResult:
     summary: str  # one line for the card
     output: str = ""  # longer text for the reply (already redacted)
     detail: dict[str, Any] = field(default_factory=dict)  # for the audit row: argv, exit codes, durations
+    recurrence_window: float | None = None  # seconds to watch for the error coming back after a success
 
 
 # A check that may veto the start of a proposal: returns the reason, or None to go ahead.
-StartCheck = Callable[[Proposal], Awaitable[str | None]]
+StartCheck = Callable[[Executor, Proposal], Awaitable[str | None]]
 PatternRun = Callable[[Proposal], Awaitable[ActionResult]]
 
 
@@ -48,6 +51,7 @@ class ActionExecutor:
         stage: int,
         run_pattern: PatternRun | None = None,
         start_checks: list[StartCheck] | None = None,
+        redact: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.db = db
         self.cards = cards
@@ -55,16 +59,19 @@ class ActionExecutor:
         self.stage = stage
         self.run_pattern = run_pattern
         self.start_checks = start_checks or []
+        self.redact = redact
 
-    async def _veto(self, proposal: Proposal, approver: Actor) -> str | None:
-        if (await killswitch.read(self.db)).on:
+    async def _veto(self, tx: Executor, proposal: Proposal, approver: Actor) -> str | None:
+        """Why this action may not start now. Runs inside the transaction that starts it, so the
+        kill switch or another run cannot slip in between the check and the start."""
+        if (await killswitch.read(tx)).on:
             return "the kill switch is on"
         if approver.id >= 0 and approver.id not in self.approvers:
             return f"{approver.name} is no longer an approver"
         if proposal.kind == "pattern" and self.stage < 4:
             return f"fixes need rollout stage 4 (now {self.stage})"
         for check in self.start_checks:
-            reason = await check(proposal)
+            reason = await check(tx, proposal)
             if reason:
                 return reason
         return None
@@ -75,12 +82,14 @@ class ActionExecutor:
             return
         audit_args = {"actor_id": approver.id, "actor_name": approver.name,
                       "incident_id": proposal.incident_id, "proposal_id": proposal.id}
-        veto = await self._veto(proposal, approver)
         async with self.db.transaction() as tx:
             repo = ProposalRepository(tx)
+            veto = await self._veto(tx, proposal, approver)
             if veto:
-                if await repo.transition(proposal.id, ProposalState.APPROVED, ProposalState.FAILED,
-                                         result=f"not started: {veto}"):
+                # Back to pending with the reason on the card: a human may approve again later.
+                if await repo.transition(proposal.id, ProposalState.APPROVED, ProposalState.PENDING,
+                                         result=f"did not start: {veto}"):
+                    await repo.clear_approvals(proposal.id)
                     await AuditRepository(tx).record("action.start", f"refused: {veto}", **audit_args)
                     await self.cards.publish(tx, proposal.incident_id)
                 return
@@ -93,24 +102,25 @@ class ActionExecutor:
             result = await self._run(proposal)
         except Exception as exc:  # a bug in a runner must still end the proposal, not leave it running
             log.exception("action for proposal #%s crashed", proposal.id)
-            result = ActionResult(False, f"crashed: {type(exc).__name__}: {exc}")
+            result = ActionResult(False, self.redact(f"crashed: {type(exc).__name__}: {exc}"))
         final = ProposalState.SUCCEEDED if result.ok else ProposalState.FAILED
         async with self.db.transaction() as tx:
             await ProposalRepository(tx).transition(proposal.id, ProposalState.RUNNING, final, result=result.summary)
+            if result.ok and result.recurrence_window:
+                incident = await IncidentRepository(tx).get(proposal.incident_id)
+                if incident is not None:  # set with the success, so a repeat cannot slip in between
+                    await watch_for_recurrence(tx, incident.fingerprint, proposal.id, result.recurrence_window)
             await AuditRepository(tx).record(
                 "action.finish", final.value, detail={"summary": proposal.summary, "result": result.summary,
                                                       **result.detail}, **audit_args)
             await self.cards.publish(tx, proposal.incident_id)
             if result.output:
-                incident_card = await self._card_message(tx, proposal.incident_id)
+                incident = await IncidentRepository(tx).get(proposal.incident_id)
                 await self.cards.say(
                     tx, f"{'✅' if result.ok else '❌'} #{proposal.incident_id} {esc(result.summary, 300)}\n"
-                        f"<pre>{esc(result.output, 3000)}</pre>", reply_to=incident_card,
+                        f"<pre>{esc(result.output, 3000)}</pre>",
+                    reply_to=incident.card_message_id if incident else None,
                 )
-
-    async def _card_message(self, tx: Any, incident_id: int) -> int | None:
-        row = await tx.fetchone("SELECT card_message_id FROM incidents WHERE id = ?", (incident_id,))
-        return row["card_message_id"] if row else None
 
     async def _run(self, proposal: Proposal) -> ActionResult:
         if proposal.kind == "acknowledge":

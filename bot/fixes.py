@@ -12,15 +12,12 @@ from typing import Any
 
 from bot.executor import ActionResult
 from bot.models import Proposal, utcnow
-from bot.recurrence import watch_key
 from bot.redact import Redactor
 from bot.settings import Settings
 from patterns import PatternRunner, PatternSet
-from storage.db import Database
+from storage.db import Database, Executor
 from storage.incidents import IncidentRepository
-from storage.kv import KeyValueRepository
 from storage.proposals import ProposalRepository
-from storage.timefmt import from_db, to_db
 
 
 class FixRunner:
@@ -31,7 +28,7 @@ class FixRunner:
         self.rate_limit_per_hour = settings.fix_rate_limit_per_hour
         self.runner = PatternRunner(output_limit=3000)
 
-    async def start_check(self, proposal: Proposal) -> str | None:
+    async def start_check(self, tx: Executor, proposal: Proposal) -> str | None:
         """Cooldown, max runs per window and the global hourly limit, read at the moment of start."""
         if proposal.kind != "pattern":
             return None
@@ -39,16 +36,13 @@ class FixRunner:
         if pattern is None:
             return f"pattern {proposal.pattern_id} is no longer in the allow-list"
         hour_ago = utcnow() - timedelta(hours=1)
-        runs = await ProposalRepository(self.db).runs_since(hour_ago)
+        proposals = ProposalRepository(tx)
+        runs = await proposals.runs_since(hour_ago)
         if runs >= self.rate_limit_per_hour:
             return f"global limit reached: {runs} fixes in the last hour (FIX_RATE_LIMIT_PER_HOUR={self.rate_limit_per_hour})"
         horizon = max(pattern.window or 0, pattern.cooldown or 0, 1)
-        rows = await self.db.fetchall(
-            "SELECT started_at FROM proposals WHERE kind = 'pattern' AND pattern_id = ? AND started_at >= ? "
-            "AND id != ?",
-            (pattern.id, to_db(utcnow() - timedelta(seconds=horizon)), proposal.id),
-        )
-        times = [dt.timestamp() for r in rows if (dt := from_db(r["started_at"])) is not None]
+        since = utcnow() - timedelta(seconds=horizon)
+        times = [t.timestamp() for t in await proposals.run_start_times(pattern.id, since, exclude_id=proposal.id)]
         return pattern.rate_limit_reason(times, time.time())
 
     async def run(self, proposal: Proposal) -> ActionResult:
@@ -68,14 +62,10 @@ class FixRunner:
         if result.verify is not None:
             output += f"\n$ {' '.join(result.verify.argv)}  (verify)\n{result.verify.output.strip()}"
             steps.append({"verify": result.verify.argv, "exit_code": result.verify.exit_code})
-        summary = self.redactor.redact(result.summary)
-        if result.ok:
-            async with self.db.transaction() as tx:
-                await KeyValueRepository(tx).set(watch_key(incident.fingerprint), {
-                    "proposal_id": proposal.id, "until": time.time() + match.pattern.recurrence_window,
-                })
         return ActionResult(
-            result.ok, summary, self.redactor.redact(output.strip())[-3000:],
-            detail={"steps": steps, "verify_ok": result.verify_ok, "duration_s": round(result.duration_s, 3),
-                    "approved_by": proposal.decided_by},
+            result.ok, self.redactor.redact(result.summary), self.redactor.redact(output.strip())[-3000:],
+            detail=self.redactor.redact_obj({"steps": steps, "verify_ok": result.verify_ok,
+                                             "duration_s": round(result.duration_s, 3),
+                                             "approved_by": proposal.decided_by}),
+            recurrence_window=match.pattern.recurrence_window or None,
         )

@@ -42,16 +42,23 @@ class Proposer(Protocol):
 
 
 def redact_alert(redactor: Redactor, alert: Alert) -> Alert:
-    """The alert with secrets masked in every free-text field, before anything else sees it."""
+    """The alert with secrets masked in every text field, before anything else sees it."""
     r = redactor.redact
+
+    def opt(value: str | None) -> str | None:
+        return r(value) if value else value
+
     return dataclasses.replace(
         alert,
         title=r(alert.title),
         message=r(alert.message),
         stacktrace=r(alert.stacktrace),
-        url=r(alert.url) if alert.url else None,
-        release=r(alert.release) if alert.release else None,
-        server=r(alert.server) if alert.server else None,
+        url=opt(alert.url),
+        release=opt(alert.release),
+        server=opt(alert.server),
+        project=opt(alert.project),
+        environment=opt(alert.environment),
+        level=opt(alert.level),
         tags={k: r(v) for k, v in alert.tags.items()},
     )
 

@@ -27,6 +27,10 @@ def blocked_key(fingerprint: str) -> str:
     return f"fix_blocked:{fingerprint}"
 
 
+async def watch_for_recurrence(tx: Executor, fingerprint: str, proposal_id: int, window_s: float) -> None:
+    await KeyValueRepository(tx).set(watch_key(fingerprint), {"proposal_id": proposal_id, "until": time.time() + window_s})
+
+
 async def has_fix_watches(tx: Executor) -> bool:
     """Whether any fix is being watched now: lets the pipeline skip per-alert checks in storms."""
     return await KeyValueRepository(tx).has_prefix("fix_watch:")

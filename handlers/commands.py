@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from aiogram import Router
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import Message
@@ -56,6 +58,7 @@ async def cmd_incident(message: Message, command: CommandObject, decisions: Deci
         return
     incident_id, _ = _id_arg(command)
     if incident_id is None:
+        await _audit_command(decisions, message, "incident", "usage error")
         await message.answer("Usage: /incident &lt;id&gt;")
         return
     text = await operator.incident(incident_id)
@@ -69,10 +72,13 @@ async def cmd_mute(message: Message, command: CommandObject, decisions: Decision
     incident_id, rest = _id_arg(command)
     duration = parse_duration(rest[0]) if rest else None
     if incident_id is None or duration is None:
+        await _audit_command(decisions, message, "mute", "usage error")
         await message.answer("Usage: /mute &lt;id&gt; &lt;duration&gt; — e.g. /mute 12 1h (m, h or d; up to 30d)")
         return
-    outcome = await decisions.mute(actor_of(message.from_user), incident_id, duration)
-    await message.answer(outcome.answer)
+    actor = actor_of(message.from_user)
+    outcome = await decisions.mute(actor, incident_id, duration)
+    await decisions.audit_outcome(actor, "command./mute", incident_id, outcome)
+    await message.answer(html.escape(outcome.answer))
 
 
 async def cmd_resolve(message: Message, command: CommandObject, decisions: DecisionService) -> None:
@@ -80,10 +86,13 @@ async def cmd_resolve(message: Message, command: CommandObject, decisions: Decis
         return
     incident_id, _ = _id_arg(command)
     if incident_id is None:
+        await _audit_command(decisions, message, "resolve", "usage error")
         await message.answer("Usage: /resolve &lt;id&gt;")
         return
-    outcome = await decisions.resolve(actor_of(message.from_user), incident_id)
-    await message.answer(outcome.answer)
+    actor = actor_of(message.from_user)
+    outcome = await decisions.resolve(actor, incident_id)
+    await decisions.audit_outcome(actor, "command./resolve", incident_id, outcome)
+    await message.answer(html.escape(outcome.answer))
 
 
 async def cmd_killswitch(
@@ -94,6 +103,7 @@ async def cmd_killswitch(
     parts = (command.args or "").split(maxsplit=1)
     verb = parts[0].lower() if parts else ""
     if verb not in ("", "on", "off"):
+        await _audit_command(decisions, message, "killswitch", "usage error")
         await message.answer("Usage: /killswitch [on [reason] | off]")
         return
     if not verb:

@@ -8,6 +8,8 @@ from typing import Any
 from aiogram import BaseMiddleware
 from aiogram.types import CallbackQuery, Message, TelegramObject
 
+from handlers.callbacks import actor_of
+
 
 class ChatGate(BaseMiddleware):
     def __init__(self, chat_id: int | None, approvers: set[int]) -> None:
@@ -32,6 +34,9 @@ class ChatGate(BaseMiddleware):
         elif isinstance(event, CallbackQuery):
             chat = event.message.chat if event.message else None
             if chat is None or not self.allowed(chat.id, chat.type, event.from_user.id):
+                decisions = data.get("decisions")
+                if decisions is not None:  # audited like any other refusal
+                    await decisions.refuse(actor_of(event.from_user), "button (outside the alert chat)")
                 await event.answer("Not allowed here.")
                 return None
         return await handler(event, data)

@@ -125,6 +125,18 @@ class ProposalRepository:
         row = await self.db.fetchone(sql, params)
         return int(row[0]) if row else 0
 
+    async def run_start_times(self, pattern_id: str, since: datetime, exclude_id: int) -> list[datetime]:
+        rows = await self.db.fetchall(
+            "SELECT started_at FROM proposals WHERE kind = 'pattern' AND pattern_id = ? AND started_at >= ? "
+            "AND id != ?",
+            (pattern_id, to_db(since), exclude_id),
+        )
+        return [dt for r in rows if (dt := from_db(r["started_at"])) is not None]
+
+    async def clear_approvals(self, proposal_id: int) -> None:
+        """Approvals are for one start; a start that was refused needs fresh ones."""
+        await self.db.execute("DELETE FROM approvals WHERE proposal_id = ?", (proposal_id,))
+
     async def record_priority_correction(
         self, incident_id: int, original: str, corrected: str, user_id: int, user_name: str
     ) -> None:
