@@ -30,9 +30,12 @@ class CardPublisher:
         if incident is None:
             return
         proposal = await ProposalRepository(tx).latest_for(incident_id)
-        card = render_card(incident, proposal=proposal, stage=self.stage, now=utcnow(), notes=notes)
+        now = utcnow()
+        card = render_card(incident, proposal=proposal, stage=self.stage, now=now, notes=notes)
+        payload = card.payload()
+        payload["silent"] = incident.muted(now)  # a muted error's cards arrive without a notification
         await OutboxRepository(tx).put_card(
-            incident.chat_id or self.chat_id, incident_id, card.payload(),
+            incident.chat_id or self.chat_id, incident_id, payload,
             has_message=incident.card_message_id is not None,
         )
         self.on_queued()

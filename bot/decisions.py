@@ -17,10 +17,11 @@ from bot import killswitch
 from bot.callbacks import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress
 from bot.cards import CardPublisher
 from bot.models import Incident, Priority, Proposal, ProposalState, utcnow
-from bot.recurrence import clear_block
+from bot.recurrence import clear_block, mute_key
 from storage.audit import AuditRepository
 from storage.db import Database, Executor
 from storage.incidents import IncidentRepository
+from storage.kv import KeyValueRepository
 from storage.proposals import ProposalRepository
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,8 @@ class DecisionService:
             if not incident.is_open:
                 return Outcome(f"Incident #{incident_id} is already resolved.")
             await incidents.mute(incident_id, until)
+            # Kept by fingerprint too: a regression or a flapping monitor stays quiet until then.
+            await KeyValueRepository(tx).set(mute_key(incident.fingerprint), until.isoformat())
             await AuditRepository(tx).record(
                 "incident.mute", "muted", actor_id=actor.id, actor_name=actor.name, incident_id=incident_id,
                 detail={"until": until.isoformat(), "human_intervention": True},

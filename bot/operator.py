@@ -51,6 +51,7 @@ class Operator:
         inbox = await InboxRepository(self.db).depth()
         failed = await InboxRepository(self.db).failed_count()
         outbox = await OutboxRepository(self.db).depth()
+        outbox_failed = await OutboxRepository(self.db).failed_count()
         last = await KeyValueRepository(self.db).get("last_alert_at")
         by_prio = " · ".join(f"{PRIORITY_EMOJI[p]} {p.value}: {counts.get(p.value, 0)}" for p in Priority)
         switch = f"🛑 ON (by {esc(ks.by or '?')}: {esc(ks.reason or 'no reason')})" if ks.on else "off"
@@ -59,7 +60,7 @@ class Operator:
             f"Rollout stage: {self.stage} ({STAGES[self.stage]})\n"
             f"Kill switch: {switch}\n"
             f"Open incidents: {sum(counts.values())} — {by_prio}\n"
-            f"Inbox: {inbox} waiting, {failed} set aside · Outbox: {outbox} waiting\n"
+            f"Inbox: {inbox} waiting, {failed} set aside · Outbox: {outbox} waiting, {outbox_failed} undeliverable\n"
             f"Last alert: {esc(last[:19].replace('T', ' ') + ' UTC') if last else 'none yet'}\n"
             f"Version: {__version__}"
         )

@@ -19,7 +19,7 @@ from bot.card import esc, test_notification_text
 from bot.cards import CardPublisher
 from bot.ingest import ParsedPayload, PayloadError, parse_payload
 from bot.models import Alert, AlertKind, Triage, utcnow
-from bot.recurrence import check_recurrence, has_fix_watches
+from bot.recurrence import check_recurrence, has_fix_watches, muted_until
 from bot.redact import Redactor
 from bot.worker import WakeableLoop
 from storage.audit import AuditRepository
@@ -224,6 +224,8 @@ class PipelineWorker(WakeableLoop):
         triage = self.triager.triage(alert)
         incident = await incidents.create(alert, triage, now, self.cards.chat_id, regression_of)
         changes.open_ids[alert.fingerprint] = incident.id
+        if regression_of and (until := await muted_until(tx, alert.fingerprint)):
+            await incidents.mute(incident.id, until)
         await AuditRepository(tx).record(
             "incident.regression" if regression_of else "incident.opened", "opened", incident_id=incident.id,
             detail={"priority": triage.priority.value, "category": triage.category.value, "rule": triage.rule_id,

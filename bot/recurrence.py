@@ -7,6 +7,7 @@ without loading the allow-list.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from bot.card import esc
 from bot.cards import CardPublisher
@@ -20,6 +21,17 @@ from storage.proposals import ProposalRepository
 def watch_key(fingerprint: str) -> str:
     """kv key: a fix for this fingerprint succeeded; a repeat before `until` means it did not hold."""
     return f"fix_watch:{fingerprint}"
+
+
+def mute_key(fingerprint: str) -> str:
+    """kv key: the error is muted until this time, across regressions of it."""
+    return f"mute:{fingerprint}"
+
+
+async def muted_until(tx: Executor, fingerprint: str) -> datetime | None:
+    value = await KeyValueRepository(tx).get(mute_key(fingerprint))
+    until = datetime.fromisoformat(value) if value else None
+    return until if until and until > utcnow() else None
 
 
 def blocked_key(fingerprint: str) -> str:

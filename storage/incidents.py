@@ -87,6 +87,9 @@ class IncidentRepository:
             "UPDATE incidents SET chat_id = ?, card_message_id = ? WHERE id = ?", (chat_id, message_id, incident_id)
         )
 
+    async def move_chat(self, old_chat_id: int, new_chat_id: int) -> None:
+        await self.db.execute("UPDATE incidents SET chat_id = ? WHERE chat_id = ?", (new_chat_id, old_chat_id))
+
     async def resolve(self, incident_id: int, by: str, now: datetime) -> bool:
         """Compare-and-set open -> resolved; False when it was not open."""
         changed = await self.db.execute(

@@ -27,6 +27,7 @@ class OutboxItem:
     version: int
     attempts: int
     not_before: float
+    failures: int = 0
 
 
 class OutboxRepository:
@@ -79,7 +80,7 @@ class OutboxRepository:
                 id=r["id"], chat_id=r["chat_id"], kind=r["kind"], incident_id=r["incident_id"],
                 message_id=r["message_id"] if r["message_id"] is not None else r["card_message_id"],
                 reply_to=r["reply_to"], payload=json.loads(r["payload"]), version=r["version"],
-                attempts=r["attempts"], not_before=r["next_attempt_at"],
+                attempts=r["attempts"], not_before=r["next_attempt_at"], failures=r["failures"],
             )
             for r in rows
         ]
@@ -101,6 +102,22 @@ class OutboxRepository:
         await self.db.execute(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?", (error[:500], item_id)
         )
+
+    async def note_permanent_failure(self, item_id: int, error: str) -> None:
+        await self.db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, failures = failures + 1, last_error = ? WHERE id = ?",
+            (error[:500], item_id),
+        )
+
+    async def move_chat(self, old_chat_id: int, new_chat_id: int) -> None:
+        """A group became a supergroup: its pending rows go to the new chat id."""
+        await self.db.execute(
+            "UPDATE outbox SET chat_id = ? WHERE chat_id = ? AND state = 'pending'", (new_chat_id, old_chat_id)
+        )
+
+    async def failed_count(self) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")
+        return int(row[0]) if row else 0
 
     async def convert_to_send(self, item_id: int) -> None:
         await self.db.execute("UPDATE outbox SET kind = 'send' WHERE id = ?", (item_id,))

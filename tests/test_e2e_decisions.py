@@ -248,3 +248,33 @@ async def test_expired_proposal_loses_its_buttons_and_refuses_approve(start_app,
     answer = await h.press(card.message_id, approve, stale=True)
     assert "expired" in answer["text"]
     assert any(e["action"] == "proposal.expire" for e in audit_json(tmp_path / "remediator.db"))
+
+
+async def test_mute_carries_to_a_regression_which_arrives_silently(start_app):
+    h = await start_app()
+    card = await first_card(h)
+    await h.press(card.message_id, button(card, "mu:1:24h"))
+    await h.wait_text(card.message_id, "Muted until")
+    await h.command("/resolve 1")
+    await h.wait_text(card.message_id, "Resolved by")
+    await h.post("glitchtip", glitchtip_sample("issue_alert_v2.json"))
+    regression = await h.emu.wait_for(lambda: next((m for m in h.cards() if "Regression" in m.plain_text), None))
+    assert "Muted until" in regression.plain_text
+    sends = [c for c in h.emu.calls if c.method == "sendMessage" and c.ok]
+    regression_send = next(c for c in sends if "Regression" in c.params["text"])
+    assert regression_send.params.get("disable_notification") is True
+    first_send = next(c for c in sends if "Regression" not in c.params["text"])
+    assert not first_send.params.get("disable_notification")
+
+
+async def test_every_refused_or_idle_press_is_audited(start_app, tmp_path):
+    h = await start_app()
+    card = await first_card(h)
+    approve = button(card, "ap:")
+    current = next(p for p in ("P0", "P1", "P2", "P3") if f"{p} ·" in card.plain_text)
+    await h.press(card.message_id, button(card, f"pr:1:{current}"))  # no change: "Already P.."
+    await h.press(card.message_id, approve)
+    await h.press(card.message_id, approve, stale=True)  # a double press
+    entries = audit_json(tmp_path / "remediator.db")
+    assert any(e["action"] == "button.pr" and e["outcome"].startswith("Already") for e in entries)
+    assert sum(e["action"] == "proposal.approve" and e["actor_id"] == APPROVER for e in entries) == 2

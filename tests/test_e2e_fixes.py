@@ -36,7 +36,7 @@ verify = ["{{python}}", "-c", "import pathlib,sys; sys.exit(0 if pathlib.Path(sy
 approvals_required = {approvals}
 requires_approval = {requires_approval}
 cooldown = 0
-max_runs = 100
+max_runs = {max_runs}
 window = 3600
 recurrence_window = 60
 
@@ -46,10 +46,10 @@ validate = '^[a-z]{{1,20}}$'
 """
 
 
-def fix_file(tmp_path: Path, approvals: int = 1, requires_approval: bool = True) -> Path:
+def fix_file(tmp_path: Path, approvals: int = 1, requires_approval: bool = True, max_runs: int = 100) -> Path:
     path = tmp_path / "patterns.toml"
     path.write_text(FIX_TOML.format(python=sys.executable, marker_dir=tmp_path, approvals=approvals,
-                                    requires_approval=str(requires_approval).lower()))
+                                    requires_approval=str(requires_approval).lower(), max_runs=max_runs))
     return path
 
 
@@ -111,6 +111,21 @@ async def test_global_rate_limit_refuses_at_start_and_says_why(start_app, tmp_pa
     assert not (tmp_path / "two.done").exists()
     entries = await AuditRepository(h.app.db).list()
     assert any(e.action == "action.start" and "global limit" in e.outcome for e in entries)
+
+
+async def test_simultaneous_approvals_cannot_beat_max_runs(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path, max_runs=1))
+    for slot in ("aa", "bb", "cc"):
+        await h.post("generic", stuck(slot))
+    cards = await h.wait_cards(3)
+    queries = [h.emu.press_button(c.chat_id, c.message_id, uid, button(c, "ap:"), first_name=name)
+               for c, uid, name in zip(cards, (APPROVER, APPROVER_2, APPROVER), ("Ann", "Bob", "Ann"), strict=True)]
+    await asyncio.gather(*(h.emu.wait_for_answer(q, 10) for q in queries))
+    await h.app.decisions.wait_idle()
+    ran = [slot for slot in ("aa", "bb", "cc") if (tmp_path / f"{slot}.done").exists()]
+    assert len(ran) == 1, ran
+    starts = [e.outcome for e in await AuditRepository(h.app.db).list() if e.action == "action.start"]
+    assert starts.count("running") == 1 and sum("already ran" in o for o in starts) == 2
 
 
 async def test_recurrence_marks_the_fix_failed_and_blocks_new_fix_proposals(start_app, tmp_path):

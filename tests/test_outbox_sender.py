@@ -94,3 +94,18 @@ async def test_a_payload_replaced_while_sending_is_sent_again_as_an_edit(tmp_pat
         assert row["state"] == "pending"
         await db.close()
         await bot.session.close()
+
+
+async def test_group_upgraded_to_supergroup_moves_the_queue_to_the_new_chat(tmp_path):
+    async with BotAPIEmulator() as emu:
+        db, sender, bot = await _sender(tmp_path, emu)
+        outbox = OutboxRepository(db)
+        emu.migrate_chat(CHAT, -1009999)
+        for text in ("one", "two"):
+            await outbox.add(CHAT, {"text": text, "parse_mode": "HTML", "buttons": []})
+        await _drain(sender, db)
+        await outbox.add(CHAT, {"text": "three", "parse_mode": "HTML", "buttons": []})  # queued to the old id
+        await _drain(sender, db)
+        assert [m.plain_text for m in emu.messages(-1009999)] == ["one", "two", "three"]
+        await bot.session.close()
+        await db.close()

@@ -26,11 +26,12 @@ from aiogram.exceptions import (
     ClientDecodeError,
     TelegramAPIError,
     TelegramBadRequest,
+    TelegramMigrateToChat,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 
 from bot.worker import WakeableLoop
 from storage.db import Database
@@ -82,6 +83,7 @@ class OutboxSender(WakeableLoop):
         self._pace: dict[int, _ChatPace] = collections.defaultdict(_ChatPace)
         self._backoff: dict[int, float] = {}  # chat -> seconds of the current 5xx/network backoff
         self._global_next = 0.0
+        self.chat_moves: dict[int, int] = {}  # groups upgraded to supergroups while running
 
     async def step(self) -> float:
         return await self.send_due()
@@ -105,6 +107,10 @@ class OutboxSender(WakeableLoop):
         wall = time.time()
         heads: dict[int, OutboxItem] = {}
         soonest = 5.0
+        if self.chat_moves and any(item.chat_id in self.chat_moves for item in items):
+            for old, new in self.chat_moves.items():
+                await OutboxRepository(self.db).move_chat(old, new)
+            return 0.0
         for item in items:
             if item.chat_id in heads:
                 continue
@@ -155,6 +161,9 @@ class OutboxSender(WakeableLoop):
             log.warning("Telegram unavailable (%s); retrying chat %s in %.1fs", type(exc).__name__, item.chat_id, delay)
             await outbox.note_failure(item.id, f"{type(exc).__name__}: {exc}")
             return
+        except TelegramMigrateToChat as exc:
+            await self._migrate(item.chat_id, exc.migrate_to_chat_id)
+            return
         except TelegramBadRequest as exc:
             if await self._handle_bad_request(item, exc):
                 return
@@ -193,17 +202,25 @@ class OutboxSender(WakeableLoop):
         await self._permanent_failure(item, exc)
         return True
 
+    async def _migrate(self, old_chat_id: int, new_chat_id: int) -> None:
+        """The group was upgraded to a supergroup: move what is queued, and say so in the log."""
+        log.error("chat %s is now %s (group upgraded); set TELEGRAM_CHAT_ID=%s", old_chat_id, new_chat_id, new_chat_id)
+        self.chat_moves[old_chat_id] = new_chat_id
+        async with self.db.transaction() as tx:
+            await OutboxRepository(tx).move_chat(old_chat_id, new_chat_id)
+            await IncidentRepository(tx).move_chat(old_chat_id, new_chat_id)
+
     async def _permanent_failure(self, item: OutboxItem, exc: Exception) -> None:
         outbox = OutboxRepository(self.db)
         error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
-        if item.attempts + 1 >= MAX_PERMANENT_FAILURES:
+        if item.failures + 1 >= MAX_PERMANENT_FAILURES:
             log.error("outbox #%s parked: %s", item.id, error)
             await outbox.park(item.id, error)
         else:
-            delay = 5.0 * (item.attempts + 1)
+            delay = 5.0 * (item.failures + 1)
             self._pace[item.chat_id].next_at = time.monotonic() + delay
             log.warning("outbox #%s failed (%s); retry in %.0fs", item.id, error, delay)
-            await outbox.note_failure(item.id, error)
+            await outbox.note_permanent_failure(item.id, error)
 
     async def _call(self, item: OutboxItem, parse_mode: str | None) -> int | None:
         payload: dict[str, Any] = item.payload
@@ -217,7 +234,9 @@ class OutboxSender(WakeableLoop):
             return item.message_id
         message = await self.bot.send_message(
             chat_id=item.chat_id, text=text, parse_mode=parse_mode, reply_markup=markup,
-            disable_web_page_preview=True, reply_to_message_id=item.reply_to,
+            disable_web_page_preview=True, disable_notification=bool(payload.get("silent")),
+            reply_parameters=ReplyParameters(message_id=item.reply_to, allow_sending_without_reply=True)
+            if item.reply_to else None,
         )
         return message.message_id
 

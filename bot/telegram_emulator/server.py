@@ -115,16 +115,21 @@ _JSON_PARAMS = frozenset(
 class ApiError(Exception):
     """A Bot API error answer: raised by method handlers, rendered in Telegram's JSON shape."""
 
-    def __init__(self, status: int, description: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self, status: int, description: str, retry_after: int | None = None, migrate_to_chat_id: int | None = None
+    ) -> None:
         super().__init__(description)
         self.status = status
         self.description = description
         self.retry_after = retry_after
+        self.migrate_to_chat_id = migrate_to_chat_id
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": False, "error_code": self.status, "description": self.description}
         if self.retry_after is not None:
             body["parameters"] = {"retry_after": self.retry_after}
+        if self.migrate_to_chat_id is not None:
+            body["parameters"] = {"migrate_to_chat_id": self.migrate_to_chat_id}
         return body
 
 
@@ -330,6 +335,7 @@ class BotAPIEmulator:
         self._down_until: float | None = None
         self._commands: dict[str, list[dict[str, Any]]] = {}
         self._bot_id = 1
+        self._migrated: dict[int, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -404,6 +410,10 @@ class BotAPIEmulator:
         if status == 429 and retry_after is None:
             retry_after = 1
         self._faults.append(_Fault(method.lower() if method else None, status, times, retry_after, description))
+
+    def migrate_chat(self, old_chat_id: int, new_chat_id: int) -> None:
+        """The group becomes a supergroup: calls to the old id answer 400 with migrate_to_chat_id."""
+        self._migrated[old_chat_id] = new_chat_id
 
     def set_down(self, down: bool) -> None:
         """Answer every method except getUpdates with 502 Bad Gateway until lifted."""
@@ -785,6 +795,9 @@ class BotAPIEmulator:
             raise _bad("chat_id is empty")
         if not isinstance(chat_id, int) or chat_id == 0:
             raise _bad("chat not found")
+        if chat_id in self._migrated:
+            raise ApiError(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                           migrate_to_chat_id=self._migrated[chat_id])
         return chat_id
 
     def _render(self, params: dict[str, Any]) -> tuple[str, str, str | None, list[dict[str, Any]]]:
