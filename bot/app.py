@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -30,6 +31,7 @@ from bot.proposer import Proposer
 from bot.redact import Redactor
 from bot.settings import Settings
 from bot.telegram.sender import OutboxSender
+from bot.telegram.sent_journal import SentJournal
 from bot.triage import OwnerMap, RuleSet
 from bot.web import WebhookServer
 from handlers import build_router
@@ -88,7 +90,7 @@ class Application:
         self.bot = self._make_bot()
         self.sender = OutboxSender(
             self.db, self.bot, rate_per_chat=s.telegram_rate_per_chat, group_per_minute=s.telegram_group_per_minute,
-            rate_global=s.telegram_rate_global,
+            rate_global=s.telegram_rate_global, journal=SentJournal(Path(f"{s.database_path}.sent-journal")),
         )
         self.cards.on_queued = self.sender.notify
         self.pipeline = PipelineWorker(
@@ -137,6 +139,7 @@ class Application:
         if s.kill_switch:
             await killswitch.write(self.db, True, "environment (KILL_SWITCH=on)", "forced on at start")
             await AuditRepository(self.db).record("killswitch.on", "forced by environment", actor_name="environment")
+        await self.sender.replay_journal()
         await self.executor.recover_interrupted()
         assert self.web is not None
         await self.web.start(s.webhook_host, s.webhook_port)
@@ -200,6 +203,9 @@ class Application:
         with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=False)
         await self.bot.session.close()
+        if self.sender.journal is not None:
+            await self.sender.replay_journal()  # a clean stop leaves an empty journal
+            self.sender.journal.close()
         await self.db.close()
 
     async def run_until_signal(self) -> None:

@@ -109,3 +109,25 @@ async def test_group_upgraded_to_supergroup_moves_the_queue_to_the_new_chat(tmp_
         assert [m.plain_text for m in emu.messages(-1009999)] == ["one", "two", "three"]
         await bot.session.close()
         await db.close()
+
+
+async def test_a_delivery_noted_before_a_crash_is_recorded_not_resent(tmp_path):
+    from bot.telegram.sent_journal import SentJournal
+
+    async with BotAPIEmulator() as emu:
+        db, sender, bot = await _sender(tmp_path, emu)
+        outbox = OutboxRepository(db)
+        await outbox.add(CHAT, {"text": "card", "parse_mode": "HTML", "buttons": []})
+        [item] = await outbox.pending()
+        # Telegram accepted it and the journal noted it, then the process died before the commit.
+        message = await bot.send_message(CHAT, "card")
+        journal = SentJournal(tmp_path / "o.db.sent-journal")
+        journal.record(item.id, item.version, message.message_id)
+        sender.journal = journal
+        assert await sender.replay_journal() == 1
+        await _drain(sender, db)
+        assert [m.plain_text for m in emu.messages(CHAT)] == ["card"]  # not sent twice
+        assert journal.deliveries() == []
+        journal.close()
+        await bot.session.close()
+        await db.close()

@@ -39,5 +39,5 @@ async def test_migrations_apply_once_across_restarts(tmp_path):
         await InboxRepository(db).add("generic", b"{}")
     async with Database(path) as db:
         versions = await db.fetchall("SELECT version FROM schema_migrations ORDER BY version")
-        assert [r["version"] for r in versions] == [1, 2]
+        assert [r["version"] for r in versions] == [1, 2, 3]
         assert await InboxRepository(db).depth() == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import html
 import logging
 import re
@@ -33,6 +34,7 @@ from aiogram.exceptions import (
 )
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 
+from bot.telegram.sent_journal import SentJournal
 from bot.worker import WakeableLoop
 from storage.db import Database
 from storage.incidents import IncidentRepository
@@ -72,6 +74,7 @@ class OutboxSender(WakeableLoop):
         group_per_minute: int = 20,
         rate_global: float = 30.0,
         on_sent: Callable[[OutboxItem], None] | None = None,
+        journal: SentJournal | None = None,
     ) -> None:
         super().__init__()
         self.db = db
@@ -80,6 +83,8 @@ class OutboxSender(WakeableLoop):
         self.group_per_minute = group_per_minute
         self.global_interval = 1.0 / rate_global
         self.on_sent = on_sent
+        self.journal = journal
+        self._journal_dirty = False
         self._pace: dict[int, _ChatPace] = collections.defaultdict(_ChatPace)
         self._backoff: dict[int, float] = {}  # chat -> seconds of the current 5xx/network backoff
         self._global_next = 0.0
@@ -102,6 +107,9 @@ class OutboxSender(WakeableLoop):
         """Send what is due now (one row per chat); return how long to sleep before the next look."""
         items = await OutboxRepository(self.db).pending()
         if not items:
+            if self.journal is not None and self._journal_dirty:
+                self.journal.truncate()  # every delivery it notes is committed by now
+                self._journal_dirty = False
             return 5.0
         now = time.monotonic()
         wall = time.time()
@@ -149,6 +157,7 @@ class OutboxSender(WakeableLoop):
         outbox = OutboxRepository(self.db)
         try:
             message_id = await self._call(item, item.payload.get("parse_mode"))
+            self._journal(item, message_id)
         except TelegramRetryAfter as exc:
             log.warning("Telegram asks to wait %ss (chat %s)", exc.retry_after, item.chat_id)
             self._pace[item.chat_id].next_at = time.monotonic() + exc.retry_after
@@ -187,6 +196,7 @@ class OutboxSender(WakeableLoop):
             log.warning("HTML rejected by Telegram for outbox #%s; resending as plain text", item.id)
             try:
                 message_id = await self._call(item, None)
+                self._journal(item, message_id)
             except TelegramAPIError as second:
                 await self._permanent_failure(item, second)
                 return True
@@ -239,6 +249,27 @@ class OutboxSender(WakeableLoop):
             if item.reply_to else None,
         )
         return message.message_id
+
+    def _journal(self, item: OutboxItem, message_id: int | None) -> None:
+        if self.journal is not None:
+            self.journal.record(item.id, item.version, message_id)
+            self._journal_dirty = True
+
+    async def replay_journal(self) -> int:
+        """At start: deliveries Telegram accepted but the database never recorded are recorded now."""
+        if self.journal is None:
+            return 0
+        replayed = 0
+        pending = {item.id: item for item in await OutboxRepository(self.db).pending(limit=1_000_000)}
+        for delivery in self.journal.deliveries():
+            item = pending.pop(delivery.outbox_id, None)
+            if item is None:
+                continue
+            log.warning("outbox #%s was delivered before the last stop; recording it, not re-sending", item.id)
+            await self._mark_sent(dataclasses.replace(item, version=delivery.version), delivery.message_id)
+            replayed += 1
+        self.journal.truncate()
+        return replayed
 
     async def _mark_sent(self, item: OutboxItem, message_id: int | None) -> None:
         async with self.db.transaction() as tx:
