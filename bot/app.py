@@ -36,6 +36,7 @@ from bot.triage import OwnerMap, RuleSet
 from bot.web import WebhookServer
 from handlers import build_router
 from handlers.middlewares import ChatGate
+from patterns import PatternSet
 from storage.audit import AuditRepository
 from storage.db import Database
 from storage.inbox import InboxRepository
@@ -56,7 +57,7 @@ class RulesTriager:
         return self.rules.triage(alert, self.owners)
 
 
-def load_patterns(settings: Settings) -> object | None:
+def load_patterns(settings: Settings) -> PatternSet:
     from patterns import load_patterns as load
 
     return load(settings.patterns_file)

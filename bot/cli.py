@@ -9,12 +9,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.settings import SettingsError, check_for_run, load_settings
+from bot.settings import Settings, SettingsError, check_for_run, load_settings
 
 EXIT_BAD_SETTINGS = 2
 
 
-def _settings_or_exit():  # type: ignore[no-untyped-def]
+def _settings_or_exit() -> Settings:
     try:
         return load_settings()
     except SettingsError as exc:
@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_files(settings) -> str | None:  # type: ignore[no-untyped-def]
+def _check_files(settings: Settings) -> str | None:
     """Load the rules, owners and patterns files once so a bad one stops the start with its reason."""
     from bot.triage import OwnerMap, RulesError, RuleSet
     from patterns import PatternError, load_patterns

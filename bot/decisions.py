@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from bot import killswitch
 from bot.callbacks import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress
@@ -148,7 +149,7 @@ class DecisionService:
         return incident, proposal, None
 
     async def _approve(self, actor: Actor, press: CardPress) -> Outcome:
-        audit_args = {"actor_id": actor.id, "actor_name": actor.name, "incident_id": press.incident_id}
+        audit_args: dict[str, Any] = {"actor_id": actor.id, "actor_name": actor.name, "incident_id": press.incident_id}
         start = False
         async with self.db.transaction() as tx:
             audit = AuditRepository(tx)
@@ -204,7 +205,7 @@ class DecisionService:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _reject(self, actor: Actor, press: CardPress) -> Outcome:
-        audit_args = {"actor_id": actor.id, "actor_name": actor.name, "incident_id": press.incident_id}
+        audit_args: dict[str, Any] = {"actor_id": actor.id, "actor_name": actor.name, "incident_id": press.incident_id}
         async with self.db.transaction() as tx:
             _incident, proposal, stale = await self._stale(tx, press)
             audit = AuditRepository(tx)

@@ -80,7 +80,7 @@ class ActionExecutor:
         proposal = await ProposalRepository(self.db).get(proposal_id)
         if proposal is None or proposal.state is not ProposalState.APPROVED:
             return
-        audit_args = {"actor_id": approver.id, "actor_name": approver.name,
+        audit_args: dict[str, Any] = {"actor_id": approver.id, "actor_name": approver.name,
                       "incident_id": proposal.incident_id, "proposal_id": proposal.id}
         async with self.db.transaction() as tx:
             repo = ProposalRepository(tx)

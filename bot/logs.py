@@ -30,4 +30,5 @@ def configure_logging(level: str, redactor: Redactor) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+    for noisy in ("aiogram.event", "apscheduler", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

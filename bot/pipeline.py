@@ -37,7 +37,7 @@ class Triager(Protocol):
 
 class Proposer(Protocol):
     async def propose(
-        self, tx: Transaction, incident_id: int, alert: Alert, triage: Triage
+        self, tx: Executor, incident_id: int, alert: Alert, triage: Triage
     ) -> tuple[int, bool] | None: ...
 
 

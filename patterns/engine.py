@@ -821,7 +821,7 @@ class _Loader:
                 for label, value in [("default", default), *((f"map.{k}", v) for k, v in mapping.items())]:
                     if isinstance(value, str) and not validate.fullmatch(value):
                         self.err(f"{w}.{label}", f"{value!r} does not match its own validate regex")
-                if setting in settings and not validate.fullmatch(settings[setting]):
+                if isinstance(setting, str) and setting in settings and not validate.fullmatch(settings[setting]):
                     self.err(f"{w}.setting", f"the value of setting {setting!r} ({settings[setting]!r}) "
                                              "does not match this placeholder's validate regex")
             if len(self.problems) > n_before:

@@ -56,7 +56,8 @@ class AuditRepository:
     async def list(
         self, *, since: datetime | None = None, incident_id: int | None = None, limit: int | None = None
     ) -> list[AuditEntry]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if since is not None:
             clauses.append("at >= ?")
             params.append(to_db(since))

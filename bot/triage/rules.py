@@ -440,14 +440,14 @@ def _parse_outcome(raw: Any, where: str) -> _Outcome:
         raise RulesError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
     category = raw.get("category")
     try:
-        cat = Category(category)
+        cat = Category(str(category))
     except ValueError:
         raise RulesError(
             f"{where}: category {category!r} is not one of {', '.join(c.value for c in Category)}"
         ) from None
     priority = raw.get("priority")
     try:
-        prio = Priority(priority)
+        prio = Priority(str(priority))
     except ValueError:
         raise RulesError(f"{where}: priority {priority!r} is not one of P0, P1, P2, P3") from None
     cause = raw.get("cause")
