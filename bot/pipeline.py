@@ -9,6 +9,7 @@ reported in chat: never dropped.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -75,7 +76,9 @@ class PipelineWorker(WakeableLoop):
         max_attempts: int = 5,
         on_committed: Callable[[], None] | None = None,
         on_auto_approved: Callable[[int], None] | None = None,
-        batch_size: int = 100,
+        batch_size: int = 500,
+        gather_s: float = 0.05,
+        max_new_per_tx: int = 25,
     ) -> None:
         super().__init__()
         self.db = db
@@ -87,10 +90,19 @@ class PipelineWorker(WakeableLoop):
         self.on_committed = on_committed or (lambda: None)
         self.on_auto_approved = on_auto_approved
         self.batch_size = batch_size
+        self.gather_s = gather_s
+        self.max_new_per_tx = max_new_per_tx
 
     async def step(self) -> float:
         """Drain a batch; when idle, sleep until notified or the next retry is due."""
-        if await self.drain_once():
+        processed = await self.drain_once()
+        if processed >= self.batch_size:
+            return 0.0  # a backlog: keep going
+        if processed:
+            # Under a steady stream, gather a little before the next batch: each batch holds the
+            # database lock that webhook requests wait for, so fewer, larger batches keep the
+            # webhook fast. A card appears at most this much later.
+            await asyncio.sleep(self.gather_s)
             return 0.0
         next_due = await InboxRepository(self.db).next_due_at()
         return 5.0 if next_due is None else max(0.05, min(5.0, next_due - time.time()))
@@ -105,6 +117,8 @@ class PipelineWorker(WakeableLoop):
             # The batch as a whole failed (e.g. while writing its results): take the rows one by
             # one, so a single bad row is counted, retried and finally parked on its own.
             log.exception("pipeline batch of %s failed; retrying its rows one by one", len(items))
+            pending = await InboxRepository(self.db).still_pending([item.id for item in items])
+            items = [item for item in items if item.id in pending]  # some parts may have committed
             for item in items if len(items) > 1 else []:
                 try:
                     await self._drain([item])
@@ -117,20 +131,31 @@ class PipelineWorker(WakeableLoop):
         return len(items)
 
     async def _drain(self, items: list[InboxItem]) -> None:
-        batch = _Batch()
         # Parsing is CPU work: done before the transaction so the database lock (which webhook
         # requests wait for) is held only for the statements.
-        parsed = [(item, _parse(item)) for item in items]
-        async with self.db.transaction() as tx:
-            batch.watching = await has_fix_watches(tx)
-            for item, payload in parsed:
-                await self._process(tx, item, payload, batch)
-            await self._flush(tx, batch)
-        self.on_committed()
-        # Started only after the commit: the approval is recorded before the action runs.
-        for proposal_id in batch.auto_approved:
-            if self.on_auto_approved is not None:
-                self.on_auto_approved(proposal_id)
+        parsed = []
+        for n, item in enumerate(items, 1):
+            parsed.append((item, _parse(item)))
+            if n % 50 == 0:
+                await asyncio.sleep(0)  # let webhook requests in between: a big batch must not stall them
+        position = 0
+        while position < len(parsed):
+            # A transaction ends early after `max_new_per_tx` new incidents (triage, card, proposal
+            # each): repeats are cheap, new incidents are not, and webhook requests wait for the lock.
+            batch = _Batch()
+            async with self.db.transaction() as tx:
+                batch.watching = await has_fix_watches(tx)
+                while position < len(parsed) and batch.created < self.max_new_per_tx:
+                    item, payload = parsed[position]
+                    position += 1
+                    await self._process(tx, item, payload, batch)
+                await self._flush(tx, batch)
+            self.on_committed()
+            # Started only after the commit: the approval is recorded before the action runs.
+            for proposal_id in batch.auto_approved:
+                if self.on_auto_approved is not None:
+                    self.on_auto_approved(proposal_id)
+            await asyncio.sleep(0)
 
     async def _flush(self, tx: Transaction, batch: _Batch) -> None:
         """Write what the batch's repeats add up to, then each touched card once."""
@@ -192,9 +217,12 @@ class PipelineWorker(WakeableLoop):
         known = changes.open_id(fingerprint)
         if known is not _UNKNOWN:
             return known  # type: ignore[return-value]
-        current = await IncidentRepository(tx).find_open(fingerprint)
-        changes.open_ids[fingerprint] = current.id if current else None
-        return current.id if current else None
+        latest = await IncidentRepository(tx).latest_for_fingerprint(fingerprint)
+        open_id = latest[0] if latest and latest[1] else None
+        changes.open_ids[fingerprint] = open_id
+        if latest and not latest[1]:
+            changes.resolved_ids[fingerprint] = latest[0]
+        return open_id
 
     async def _handle_alert(self, tx: Executor, alert: Alert, changes: _Batch) -> None:
         incidents = IncidentRepository(tx)
@@ -209,6 +237,7 @@ class PipelineWorker(WakeableLoop):
                         detail={"reason": "monitor back up"},
                     )
                     changes.open_ids[alert.fingerprint] = None
+                    changes.resolved_ids[alert.fingerprint] = current_id
                     changes.dirty.add(current_id)
             return
         if changes.watching and alert.fingerprint not in changes.recurrence_checked:
@@ -220,7 +249,10 @@ class PipelineWorker(WakeableLoop):
             return
         # Only a new incident stores the alert's text: redacted here, before triage and storage.
         alert = redact_alert(self.redactor, alert)
-        regression_of = await incidents.latest_resolved_id(alert.fingerprint)
+        known = changes.resolved_id(alert.fingerprint)
+        regression_of: int | None = (
+            await incidents.latest_resolved_id(alert.fingerprint) if known is _UNKNOWN else known  # type: ignore[assignment]
+        )
         triage = self.triager.triage(alert)
         incident = await incidents.create(alert, triage, now, self.cards.chat_id, regression_of)
         changes.open_ids[alert.fingerprint] = incident.id
@@ -236,6 +268,7 @@ class PipelineWorker(WakeableLoop):
             if proposed is not None and proposed[1]:
                 changes.auto_approved.append(proposed[0])
         changes.dirty.add(incident.id)
+        changes.created += 1
 
     async def _flush_repeats_of(self, tx: Executor, incident_id: int, changes: _Batch) -> None:
         """Write pending repeats of one incident now (before it is resolved mid-batch)."""
@@ -279,6 +312,10 @@ class _LazySavepoint:
         await self._begin()
         return await self._tx.insert(sql, params)
 
+    async def executemany(self, sql: str, rows: Any) -> None:
+        await self._begin()
+        await self._tx.executemany(sql, rows)
+
     async def fetchone(self, sql: str, params: Any = ()) -> Any:
         await self._begin()
         return await self._tx.fetchone(sql, params)
@@ -307,12 +344,14 @@ class _Batch:
 
     parent: _Batch | None = None
     open_ids: dict[str, int | None] = dataclasses.field(default_factory=dict)  # fingerprint -> open incident
+    resolved_ids: dict[str, int] = dataclasses.field(default_factory=dict)  # fingerprint -> last resolved
     repeats: dict[int, int] = dataclasses.field(default_factory=dict)  # incident -> repeats to add
     dirty: set[int] = dataclasses.field(default_factory=set)  # incidents whose card must be re-rendered
     recurrence_checked: set[str] = dataclasses.field(default_factory=set)
     auto_approved: list[int] = dataclasses.field(default_factory=list)
     done: list[int] = dataclasses.field(default_factory=list)
     watching: bool = False
+    created: int = 0  # new incidents in this transaction
 
     def child(self) -> _Batch:
         return _Batch(parent=self, watching=self.watching)
@@ -322,15 +361,25 @@ class _Batch:
             return self.open_ids[fingerprint]
         return self.parent.open_id(fingerprint) if self.parent else _UNKNOWN
 
+    def resolved_id(self, fingerprint: str) -> object:
+        """The newest resolved incident of a fingerprint, as far as this batch has seen."""
+        if fingerprint in self.resolved_ids:
+            return self.resolved_ids[fingerprint]
+        if fingerprint in self.open_ids:  # looked up, and nothing was resolved at the time
+            return None
+        return self.parent.resolved_id(fingerprint) if self.parent else _UNKNOWN
+
     def pending_repeats(self, incident_id: int) -> int:
         own = self.repeats.get(incident_id, 0)
         return own + (self.parent.pending_repeats(incident_id) if self.parent else 0)
 
     def merge(self, child: _Batch) -> None:
         self.open_ids.update(child.open_ids)
+        self.resolved_ids.update(child.resolved_ids)
         for incident_id, count in child.repeats.items():
             self.repeats[incident_id] = self.repeats.get(incident_id, 0) + count
         self.dirty |= child.dirty
         self.recurrence_checked |= child.recurrence_checked
         self.auto_approved += child.auto_approved
+        self.created += child.created
 

@@ -24,6 +24,7 @@ Params = Sequence[Any] | dict[str, Any]
 
 class Executor(Protocol):
     async def execute(self, sql: str, params: Params = ()) -> int: ...
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
     async def insert(self, sql: str, params: Params = ()) -> int: ...
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
@@ -110,6 +111,10 @@ class Database:
         async with self._lock:
             cur = await self.conn.execute(sql, params)
             return cur.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        async with self._lock:
+            await self.conn.executemany(sql, rows)
 
     async def insert(self, sql: str, params: Params = ()) -> int:
         async with self._lock:

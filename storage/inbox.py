@@ -66,6 +66,11 @@ class InboxRepository:
         row = await self.db.fetchone("SELECT COUNT(*) FROM inbox WHERE state = 'failed'")
         return int(row[0]) if row else 0
 
+    async def still_pending(self, item_ids: list[int]) -> set[int]:
+        marks = ",".join("?" * len(item_ids))
+        rows = await self.db.fetchall(f"SELECT id FROM inbox WHERE state = 'pending' AND id IN ({marks})", item_ids)
+        return {r["id"] for r in rows}
+
     async def mark_done_many(self, item_ids: list[int]) -> None:
         now = now_db()
         for start in range(0, len(item_ids), 500):
@@ -77,15 +82,21 @@ class InboxRepository:
             )
 
     async def add_many(self, rows: list[tuple[str, bytes]]) -> list[int]:
-        """Insert several bodies (call inside a transaction); returns their ids in order."""
+        """Insert several bodies in one statement; call inside a transaction. Returns their ids.
+
+        Inside the transaction nothing else inserts, so the new rowids are consecutive and end
+        at last_insert_rowid().
+        """
+        if not rows:
+            return []
         now = now_db()
-        first = None
-        for source, body in rows:
-            row_id = await self.db.insert(
-                "INSERT INTO inbox (source, received_at, body) VALUES (?, ?, ?)", (source, now, body)
-            )
-            first = row_id if first is None else first
-        return list(range(first, first + len(rows))) if first is not None else []
+        await self.db.executemany(
+            "INSERT INTO inbox (source, received_at, body) VALUES (?, ?, ?)",
+            [(source, now, body) for source, body in rows],
+        )
+        row = await self.db.fetchone("SELECT last_insert_rowid()")
+        last = int(row[0]) if row else 0
+        return list(range(last - len(rows) + 1, last + 1))
 
     async def purge_done(self, older_than_days: float) -> int:
         """Delete processed bodies after a while: they hold the raw, unredacted alert text."""

@@ -50,6 +50,13 @@ class IncidentRepository:
         )
         return _incident(row) if row else None
 
+    async def latest_for_fingerprint(self, fingerprint: str) -> tuple[int, bool] | None:
+        """(id, is open) of the newest incident with this fingerprint, in one lookup."""
+        row = await self.db.fetchone(
+            "SELECT id, status FROM incidents WHERE fingerprint = ? ORDER BY id DESC LIMIT 1", (fingerprint,)
+        )
+        return (row["id"], row["status"] == "open") if row else None
+
     async def latest_resolved_id(self, fingerprint: str) -> int | None:
         row = await self.db.fetchone(
             "SELECT id FROM incidents WHERE fingerprint = ? AND status = 'resolved' ORDER BY id DESC LIMIT 1",

@@ -53,27 +53,38 @@ class OutboxRepository:
 
     async def put_card(
         self, chat_id: int, incident_id: int, payload: dict[str, Any], has_message: bool, not_before: float = 0.0
-    ) -> int:
+    ) -> None:
         """Queue the newest rendering of an incident's card: replace a pending one, else add a row."""
-        row = await self.db.fetchone(
-            "SELECT id FROM outbox WHERE incident_id = ? AND state = 'pending' ORDER BY id DESC LIMIT 1",
-            (incident_id,),
+        # One statement in the common case (a storm: the card's row is still waiting for its turn).
+        replaced = await self.db.execute(
+            "UPDATE outbox SET payload = ?, version = version + 1 WHERE incident_id = ? AND state = 'pending'",
+            (json.dumps(payload), incident_id),
         )
-        if row is not None:
-            await self.db.execute(
-                "UPDATE outbox SET payload = ?, version = version + 1 WHERE id = ?", (json.dumps(payload), row["id"])
-            )
-            return int(row["id"])
-        return await self.add(
+        if replaced:
+            return
+        await self.add(
             chat_id, payload, kind="edit" if has_message else "send", incident_id=incident_id,
             not_before=not_before,
         )
 
     async def pending(self, limit: int = 500) -> list[OutboxItem]:
+        """The oldest pending rows, all chats together."""
+        return await self._items(
+            "WHERE o.state = 'pending' ORDER BY o.id LIMIT ?", (limit,)
+        )
+
+    async def heads(self, now: float) -> list[OutboxItem]:
+        """The oldest due row of each chat: all the sender may send now, without reading the rest."""
+        return await self._items(
+            "WHERE o.id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? "
+            "GROUP BY chat_id) ORDER BY o.id",
+            (now,),
+        )
+
+    async def _items(self, where: str, params: tuple[Any, ...]) -> list[OutboxItem]:
         rows = await self.db.fetchall(
-            "SELECT o.*, i.card_message_id FROM outbox o LEFT JOIN incidents i ON i.id = o.incident_id "
-            "WHERE o.state = 'pending' ORDER BY o.id LIMIT ?",
-            (limit,),
+            f"SELECT o.*, i.card_message_id FROM outbox o LEFT JOIN incidents i ON i.id = o.incident_id {where}",
+            params,
         )
         return [
             OutboxItem(
@@ -132,7 +143,10 @@ class OutboxRepository:
         row = await self.db.fetchone("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
         return int(row[0]) if row else 0
 
-    async def next_not_before(self) -> float | None:
-        row = await self.db.fetchone("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
+    async def next_not_before(self, after: float) -> float | None:
+        """When the next row held back by a coalescing delay becomes due."""
+        row = await self.db.fetchone(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?", (after,)
+        )
         return None if row is None or row[0] is None else float(row[0])
 

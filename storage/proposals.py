@@ -10,6 +10,16 @@ from bot.models import Proposal, ProposalState
 from storage.db import Executor, Row
 from storage.timefmt import from_db, now_db, to_db
 
+_SELECT = (
+    "SELECT p.*, (SELECT json_group_array(json_array(a.user_id, COALESCE(a.user_name, a.user_id))) "
+    "FROM (SELECT * FROM approvals WHERE proposal_id = p.id ORDER BY at) a) AS approvals_json FROM proposals p "
+)
+
+
+def _with_approvals(row: Row) -> Proposal:
+    pairs = json.loads(row["approvals_json"] or "[]")
+    return _proposal(row, [(int(uid), str(name)) for uid, name in pairs])
+
 
 def _proposal(row: Row, approvals: list[tuple[int, str]]) -> Proposal:
     return Proposal(
@@ -45,21 +55,13 @@ class ProposalRepository:
              int(requires_approval), approvals_required, now_db(), to_db(expires_at)),
         )
 
-    async def _approvals(self, proposal_id: int) -> list[tuple[int, str]]:
-        rows = await self.db.fetchall(
-            "SELECT user_id, user_name FROM approvals WHERE proposal_id = ? ORDER BY at", (proposal_id,)
-        )
-        return [(r["user_id"], r["user_name"] or str(r["user_id"])) for r in rows]
-
     async def get(self, proposal_id: int) -> Proposal | None:
-        row = await self.db.fetchone("SELECT * FROM proposals WHERE id = ?", (proposal_id,))
-        return _proposal(row, await self._approvals(row["id"])) if row else None
+        row = await self.db.fetchone(_SELECT + "WHERE p.id = ?", (proposal_id,))
+        return _with_approvals(row) if row else None
 
     async def latest_for(self, incident_id: int) -> Proposal | None:
-        row = await self.db.fetchone(
-            "SELECT * FROM proposals WHERE incident_id = ? ORDER BY id DESC LIMIT 1", (incident_id,)
-        )
-        return _proposal(row, await self._approvals(row["id"])) if row else None
+        row = await self.db.fetchone(_SELECT + "WHERE p.incident_id = ? ORDER BY p.id DESC LIMIT 1", (incident_id,))
+        return _with_approvals(row) if row else None
 
     async def add_approval(self, proposal_id: int, user_id: int, user_name: str) -> bool:
         """Record one person's approval; False if they had already approved."""
@@ -106,8 +108,8 @@ class ProposalRepository:
         return changed == 1
 
     async def in_state(self, state: ProposalState) -> list[Proposal]:
-        rows = await self.db.fetchall("SELECT * FROM proposals WHERE state = ? ORDER BY id", (state.value,))
-        return [_proposal(r, await self._approvals(r["id"])) for r in rows]
+        rows = await self.db.fetchall(_SELECT + "WHERE p.state = ? ORDER BY p.id", (state.value,))
+        return [_with_approvals(r) for r in rows]
 
     async def expired_pending(self, now: datetime) -> list[Proposal]:
         rows = await self.db.fetchall(

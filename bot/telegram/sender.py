@@ -105,30 +105,22 @@ class OutboxSender(WakeableLoop):
 
     async def send_due(self) -> float:
         """Send what is due now (one row per chat); return how long to sleep before the next look."""
-        items = await OutboxRepository(self.db).pending()
-        if not items:
-            if self.journal is not None and self._journal_dirty:
+        outbox = OutboxRepository(self.db)
+        for old, new in self.chat_moves.items():
+            await outbox.move_chat(old, new)
+        wall = time.time()
+        heads = await outbox.heads(wall)
+        held = await outbox.next_not_before(wall)  # rows held back to let edits coalesce
+        soonest = 5.0 if held is None else max(0.01, held - wall)
+        if not heads:
+            if held is None and self.journal is not None and self._journal_dirty and await outbox.depth() == 0:
                 self.journal.truncate()  # every delivery it notes is committed by now
                 self._journal_dirty = False
-            return 5.0
+            return soonest
         now = time.monotonic()
-        wall = time.time()
-        heads: dict[int, OutboxItem] = {}
-        soonest = 5.0
-        if self.chat_moves and any(item.chat_id in self.chat_moves for item in items):
-            for old, new in self.chat_moves.items():
-                await OutboxRepository(self.db).move_chat(old, new)
-            return 0.0
-        for item in items:
-            if item.chat_id in heads:
-                continue
-            if item.not_before > wall:  # a coalescing delay: later rows of the chat may go first
-                soonest = min(soonest, item.not_before - wall)
-                continue
-            heads[item.chat_id] = item
         due = []
-        for chat_id, item in heads.items():
-            ready = self._chat_ready_at(chat_id, now)
+        for item in heads:
+            ready = self._chat_ready_at(item.chat_id, now)
             if ready > now:
                 soonest = min(soonest, ready - now)
             else:
