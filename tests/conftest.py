@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,13 @@ APPROVER_2 = 222
 STRANGER = 999
 WEBHOOK_TOKEN = "test-webhook-token-0123456789"
 BOT_TOKEN = "123456789:TEST-test-test-test-test-test-test1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def glitchtip_sample(name: str) -> bytes:

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import pytest
 from bot.settings import Settings
 from storage.audit import AuditRepository
 from storage.db import Database
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -486,10 +486,6 @@ def test_audit_bad_date_is_a_usage_error(cli: Cli) -> None:
 # --------------------------------------------------------------------------- the local demo
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Lines:
@@ -537,7 +533,7 @@ class _Demo:
     """`remediator run` with no TELEGRAM_BOT_TOKEN, its output collected as it comes."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         env = _env(
             tmp_path, WEBHOOK_PORT=str(self.port), DATABASE_PATH=str(tmp_path / "demo.db"),
             # Faster pacing than Telegram's real limits so the test does not wait on it.

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,16 +19,13 @@ import httpx
 import pytest
 
 from bot.telegram_emulator import BotAPIEmulator
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = 5550001  # a private chat
 TOKEN = "crash-test-webhook-token-000"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def alert(issue: int) -> bytes:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from storage.audit import AuditRepository
-from tests.conftest import APPROVER, APPROVER_2
+from tests.conftest import APPROVER, APPROVER_2, free_port
 
 FIX_TOML = """
 [settings]
@@ -218,10 +217,6 @@ validate = '^[1-9][0-9]{{1,4}}$'
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ping(port: int) -> bool:
@@ -235,7 +230,7 @@ def redis_port(tmp_path):
         if os.environ.get("CI") == "true":
             pytest.fail("redis-server/redis-cli are required under CI (.ci/run installs them)")
         pytest.skip("redis-server not installed")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
