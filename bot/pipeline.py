@@ -302,7 +302,7 @@ class _LazySavepoint:
     async def _begin(self) -> None:
         if not self.started:
             self.started = True
-            await self._tx.execute("SAVEPOINT item")
+            await self._tx.savepoint("item")
 
     async def execute(self, sql: str, params: Any = ()) -> int:
         await self._begin()
@@ -326,12 +326,11 @@ class _LazySavepoint:
 
     async def release(self) -> None:
         if self.started:
-            await self._tx.execute("RELEASE item")
+            await self._tx.release("item")
 
     async def rollback(self) -> None:
         if self.started:
-            await self._tx.execute("ROLLBACK TO item")
-            await self._tx.execute("RELEASE item")
+            await self._tx.rollback_to("item")
 
 
 @dataclasses.dataclass

@@ -49,6 +49,17 @@ class Transaction:
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         await self._conn.executemany(sql, rows)
 
+    async def savepoint(self, name: str) -> None:
+        await self._conn.execute(f"SAVEPOINT {name}")
+
+    async def release(self, name: str) -> None:
+        await self._conn.execute(f"RELEASE {name}")
+
+    async def rollback_to(self, name: str) -> None:
+        """Undo everything since the savepoint, and drop it."""
+        await self._conn.execute(f"ROLLBACK TO {name}")
+        await self._conn.execute(f"RELEASE {name}")
+
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         cur = await self._conn.execute(sql, params)
         return await cur.fetchone()

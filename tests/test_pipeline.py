@@ -1,0 +1,84 @@
+"""The pipeline worker on a real SQLite file: batches, savepoints, retries and parking."""
+
+from __future__ import annotations
+
+import json
+
+from bot.cards import CardPublisher
+from bot.models import Alert
+from bot.pipeline import PipelineWorker
+from bot.redact import Redactor
+from bot.triage import RuleSet
+from storage.db import Database
+from storage.inbox import InboxRepository
+from storage.incidents import IncidentRepository
+from storage.outbox import OutboxRepository
+
+
+class FailingProposer:
+    """Fails after the incident row was written, for alerts whose title says so."""
+
+    async def propose(self, tx, incident_id, alert: Alert, triage):
+        if "explode" in alert.title:
+            raise RuntimeError("proposal store unavailable")
+        return None
+
+
+class Triager:
+    rules = RuleSet.load()
+
+    def triage(self, alert):
+        return self.rules.triage(alert)
+
+
+def body(title: str) -> bytes:
+    return json.dumps({"title": title, "project": "api"}).encode()
+
+
+async def worker(db: Database, max_attempts: int = 3) -> PipelineWorker:
+    return PipelineWorker(db, Triager(), Redactor(), CardPublisher(-100, 2), proposer=FailingProposer(),
+                          max_attempts=max_attempts)
+
+
+async def test_a_failing_row_rolls_back_alone_and_the_batch_goes_on(tmp_path):
+    async with Database(tmp_path / "p.db") as db:
+        inbox = InboxRepository(db)
+        for title in ("ValueError: one", "RuntimeError: explode now", "ValueError: one", "KeyError: 'two'"):
+            await inbox.add("generic", body(title))
+        pipeline = await worker(db)
+        assert await pipeline.drain_once() == 4
+        incidents = await IncidentRepository(db).list_open()
+        assert sorted((i.title, i.count) for i in incidents) == [("KeyError: 'two'", 1), ("ValueError: one", 2)]
+        failed = await db.fetchone("SELECT state, attempts, last_error FROM inbox WHERE id = 2")
+        assert (failed["state"], failed["attempts"]) == ("pending", 1)
+        assert "proposal store unavailable" in failed["last_error"]
+        assert await OutboxRepository(db).depth() == 2  # one card per incident, none for the failed row
+
+
+async def test_a_row_that_keeps_failing_is_parked_and_reported(tmp_path):
+    async with Database(tmp_path / "p.db") as db:
+        await InboxRepository(db).add("generic", body("RuntimeError: explode again"))
+        pipeline = await worker(db, max_attempts=2)
+        await pipeline.drain_once()
+        await db.execute("UPDATE inbox SET next_attempt_at = 0")  # skip the backoff
+        await pipeline.drain_once()
+        row = await db.fetchone("SELECT state, attempts FROM inbox")
+        assert (row["state"], row["attempts"]) == ("failed", 2)
+        [notice] = await OutboxRepository(db).pending()
+        assert "could not be processed after 2 tries" in notice.payload["text"]
+        assert await IncidentRepository(db).count_all() == 0
+
+
+async def test_uptime_up_in_the_same_batch_resolves_after_counting_the_repeats(tmp_path):
+    down = json.dumps({"text": "GlitchTip Uptime Alert", "attachments": [
+        {"title": "API", "title_link": "https://gt.example.com/o/uptime-monitors/5",
+         "text": "The monitored site has gone down."}]}).encode()
+    up = down.replace(b"has gone down", b"is back up")
+    async with Database(tmp_path / "p.db") as db:
+        inbox = InboxRepository(db)
+        for raw in (down, down, down, up, down):
+            await inbox.add("glitchtip", raw)
+        await (await worker(db)).drain_once()
+        first, second = await db.fetchall("SELECT status, count, regression_of FROM incidents ORDER BY id")
+        assert (first["status"], first["count"]) == ("resolved", 3)
+        assert (second["status"], second["count"], second["regression_of"]) == ("open", 1, 1)
