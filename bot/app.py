@@ -196,7 +196,8 @@ class Application:
             await asyncio.wait_for(self.decisions.wait_idle(), SHUTDOWN_GRACE_S)
         self.sender.stop()
         for task in self._tasks:
-            if task.get_name() == "set-my-commands":
+            # Retry loops sleeping between attempts have nothing in flight: no need to wait for them.
+            if task.get_name() == "set-my-commands" or (task.get_name() == "telegram-polling" and not self._polling):
                 task.cancel()
         done, pending = await asyncio.wait(self._tasks, timeout=SHUTDOWN_GRACE_S) if self._tasks else (set(), set())
         for task in pending:
