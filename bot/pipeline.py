@@ -113,21 +113,19 @@ class PipelineWorker(WakeableLoop):
             return 0
         try:
             await self._drain(items)
-        except Exception as exc:
-            # The batch as a whole failed (e.g. while writing its results): take the rows one by
-            # one, so a single bad row is counted, retried and finally parked on its own.
-            log.exception("pipeline batch of %s failed; retrying its rows one by one", len(items))
-            pending = await InboxRepository(self.db).still_pending([item.id for item in items])
-            items = [item for item in items if item.id in pending]  # some parts may have committed
-            for item in items if len(items) > 1 else []:
+        except _ChunkFailed as failed:
+            # One transaction of the batch failed as a whole (e.g. while writing its results): take
+            # its rows one by one, so a single bad row is counted, retried and finally parked alone.
+            log.error("pipeline transaction of %s rows failed (%s); retrying them one by one",
+                      len(failed.items), failed.error)
+            for item in failed.items:
                 try:
+                    if len(failed.items) == 1:
+                        raise failed
                     await self._drain([item])
-                except Exception as item_exc:
+                except _ChunkFailed as alone:
                     async with self.db.transaction() as tx:
-                        await self._failed(tx, item, item_exc)
-            if len(items) == 1:
-                async with self.db.transaction() as tx:
-                    await self._failed(tx, items[0], exc)
+                        await self._failed(tx, item, alone.error)
         return len(items)
 
     async def _drain(self, items: list[InboxItem]) -> None:
@@ -143,13 +141,17 @@ class PipelineWorker(WakeableLoop):
             # A transaction ends early after `max_new_per_tx` new incidents (triage, card, proposal
             # each): repeats are cheap, new incidents are not, and webhook requests wait for the lock.
             batch = _Batch()
-            async with self.db.transaction() as tx:
-                batch.watching = await has_fix_watches(tx)
-                while position < len(parsed) and batch.created < self.max_new_per_tx:
-                    item, payload = parsed[position]
-                    position += 1
-                    await self._process(tx, item, payload, batch)
-                await self._flush(tx, batch)
+            start = position
+            try:
+                async with self.db.transaction() as tx:
+                    batch.watching = await has_fix_watches(tx)
+                    while position < len(parsed) and batch.created < self.max_new_per_tx:
+                        item, payload = parsed[position]
+                        position += 1
+                        await self._process(tx, item, payload, batch)
+                    await self._flush(tx, batch)
+            except Exception as exc:
+                raise _ChunkFailed([item for item, _ in parsed[start:position]], exc) from exc
             self.on_committed()
             # Started only after the commit: the approval is recorded before the action runs.
             for proposal_id in batch.auto_approved:
@@ -280,6 +282,15 @@ class PipelineWorker(WakeableLoop):
 
 
 _UNKNOWN = object()
+
+
+class _ChunkFailed(Exception):
+    """A batch transaction rolled back: these rows are exactly as they were before it."""
+
+    def __init__(self, items: list[InboxItem], error: Exception) -> None:
+        super().__init__(str(error))
+        self.items = items
+        self.error = error
 
 
 def _parse(item: InboxItem) -> ParsedPayload | Exception:

@@ -113,10 +113,12 @@ class Database:
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield Transaction(self.conn)
+                await self.conn.execute("COMMIT")
             except BaseException:
-                await self.conn.execute("ROLLBACK")
+                # Also when COMMIT itself failed: never leave the shared connection inside a transaction.
+                if self.conn.in_transaction:
+                    await self.conn.execute("ROLLBACK")
                 raise
-            await self.conn.execute("COMMIT")
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         async with self._lock:

@@ -66,11 +66,6 @@ class InboxRepository:
         row = await self.db.fetchone("SELECT COUNT(*) FROM inbox WHERE state = 'failed'")
         return int(row[0]) if row else 0
 
-    async def still_pending(self, item_ids: list[int]) -> set[int]:
-        marks = ",".join("?" * len(item_ids))
-        rows = await self.db.fetchall(f"SELECT id FROM inbox WHERE state = 'pending' AND id IN ({marks})", item_ids)
-        return {r["id"] for r in rows}
-
     async def mark_done_many(self, item_ids: list[int]) -> None:
         now = now_db()
         for start in range(0, len(item_ids), 500):

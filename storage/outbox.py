@@ -74,10 +74,10 @@ class OutboxRepository:
         )
 
     async def heads(self, now: float) -> list[OutboxItem]:
-        """The oldest due row of each chat: all the sender may send now, without reading the rest."""
+        """The oldest row of each chat, if it is due: all the sender may send now, in order per chat."""
         return await self._items(
-            "WHERE o.id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? "
-            "GROUP BY chat_id) ORDER BY o.id",
+            "WHERE o.id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY chat_id) "
+            "AND o.next_attempt_at <= ? ORDER BY o.id",
             (now,),
         )
 

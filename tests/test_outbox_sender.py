@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -126,3 +127,22 @@ async def test_a_delivery_noted_before_a_crash_is_recorded_not_resent(rig, tmp_p
     assert [m.plain_text for m in rig.emu.messages(CHAT)] == ["card"]  # not sent twice
     assert journal.deliveries() == []
     journal.close()
+
+
+async def test_a_failed_record_after_delivery_is_retried_without_resending(rig, monkeypatch):
+    await rig.outbox.add(CHAT, {"text": "once", "parse_mode": "HTML", "buttons": []})
+    real = OutboxRepository.mark_sent
+    calls = {"n": 0}
+
+    async def flaky(self, item):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return await real(self, item)
+
+    monkeypatch.setattr(OutboxRepository, "mark_sent", flaky)
+    with pytest.raises(sqlite3.OperationalError):
+        await rig.sender.send_due()  # delivered, then recording it failed
+    await _drain(rig.sender, rig.db)
+    assert [m.plain_text for m in rig.emu.messages(CHAT)] == ["once"]
+    assert rig.emu.call_count("sendMessage") == 1

@@ -82,3 +82,26 @@ async def test_uptime_up_in_the_same_batch_resolves_after_counting_the_repeats(t
         first, second = await db.fetchall("SELECT status, count, regression_of FROM incidents ORDER BY id")
         assert (first["status"], first["count"]) == ("resolved", 3)
         assert (second["status"], second["count"], second["regression_of"]) == ("open", 1, 1)
+
+
+class PoisonCards(CardPublisher):
+    """Rendering a card fails for one incident: the failure happens in the batch's final writes."""
+
+    async def publish(self, tx, incident_id, notes=None):
+        incident = await IncidentRepository(tx).get(incident_id)
+        if incident is not None and "poison" in incident.title:
+            raise RuntimeError("cannot render this card")
+        await super().publish(tx, incident_id, notes)
+
+
+async def test_a_batch_that_fails_at_its_end_is_retried_row_by_row(tmp_path):
+    async with Database(tmp_path / "p.db") as db:
+        inbox = InboxRepository(db)
+        for title in ("ValueError: fine", "RuntimeError: poison pill", "KeyError: 'also fine'"):
+            await inbox.add("generic", body(title))
+        pipeline = PipelineWorker(db, Triager(), Redactor(), PoisonCards(-100, 2), max_attempts=3)
+        await pipeline.drain_once()
+        states = {r["id"]: (r["state"], r["attempts"]) for r in await db.fetchall("SELECT * FROM inbox")}
+        assert states == {1: ("done", 0), 2: ("pending", 1), 3: ("done", 0)}
+        titles = sorted(i.title for i in await IncidentRepository(db).list_open())
+        assert titles == ["KeyError: 'also fine'", "ValueError: fine"]

@@ -85,6 +85,7 @@ class OutboxSender(WakeableLoop):
         self.on_sent = on_sent
         self.journal = journal
         self._journal_dirty = False
+        self._delivered: dict[int, tuple[int, int | None]] = {}  # delivered, not yet recorded: id -> (version, msg)
         self._pace: dict[int, _ChatPace] = collections.defaultdict(_ChatPace)
         self._backoff: dict[int, float] = {}  # chat -> seconds of the current 5xx/network backoff
         self._global_next = 0.0
@@ -144,6 +145,11 @@ class OutboxSender(WakeableLoop):
         pace.recent.append(now)
 
     async def _deliver(self, item: OutboxItem) -> None:
+        delivered = self._delivered.get(item.id)
+        if delivered is not None:
+            # Telegram has it already; only recording it failed last time. Record, never re-send.
+            await self._mark_sent(dataclasses.replace(item, version=delivered[0]), delivered[1])
+            return
         await self._global_slot()
         self._record_call(item.chat_id)
         outbox = OutboxRepository(self.db)
@@ -243,6 +249,7 @@ class OutboxSender(WakeableLoop):
         return message.message_id
 
     def _journal(self, item: OutboxItem, message_id: int | None) -> None:
+        self._delivered[item.id] = (item.version, message_id)
         if self.journal is not None:
             self.journal.record(item.id, item.version, message_id)
             self._journal_dirty = True
@@ -268,5 +275,6 @@ class OutboxSender(WakeableLoop):
             if item.incident_id is not None and item.kind == "send" and message_id is not None:
                 await IncidentRepository(tx).set_card(item.incident_id, item.chat_id, message_id)
             await OutboxRepository(tx).mark_sent(item)
+        self._delivered.pop(item.id, None)
         if self.on_sent is not None:
             self.on_sent(item)
