@@ -9,51 +9,18 @@ Run with `pytest -s` to see the figures.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
 import pytest
 
-from bot.models import Alert, AlertKind
 from bot.triage import RuleSet
 from patterns import PatternSet, load_patterns
+from tests.labelled import Case, load_cases
 
-BLIND = Path(__file__).parent / "data" / "blind.jsonl"
 FIX_PATTERNS = ("restart_redis", "restart_service", "npm_install_missing", "pip_install_missing", "cleanup_disk")
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    title: str
-    stacktrace: str
-    category: str
-    priority: str
-    safe_pattern: str
-    alt_categories: tuple[str, ...]
-    alt_patterns: tuple[str, ...]
-
-    def alert(self) -> Alert:
-        return Alert(source="generic", kind=AlertKind.ERROR, title=self.title, fingerprint=self.id,
-                     stacktrace=self.stacktrace, environment=None)
-
-
-def load_blind() -> list[Case]:
-    cases = []
-    for line in BLIND.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        d = json.loads(line)
-        alt = d.get("alt_acceptable") or {}
-        cases.append(Case(d["id"], d["title"], d.get("stacktrace", ""), d["category"], d["priority"],
-                          d["safe_pattern"], tuple(alt.get("category", [])), tuple(alt.get("safe_pattern", []))))
-    return cases
 
 
 @pytest.fixture(scope="module")
 def cases() -> list[Case]:
-    return load_blind()
+    return load_cases("blind.jsonl")
 
 
 def test_blind_set_is_well_formed(cases: list[Case]) -> None:

@@ -8,37 +8,17 @@ Run with `pytest -s` to see the tables.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from bot.models import Alert, AlertKind, Category, Priority
 from bot.triage import RuleSet
-
-CORPUS = Path(__file__).parent / "data" / "corpus.jsonl"
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    title: str
-    stacktrace: str
-    category: str
-    priority: str
-    alt_categories: tuple[str, ...] = ()
+from tests.labelled import Case, load_cases
 
 
 def load_corpus() -> list[Case]:
-    cases = []
-    for line in CORPUS.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            d = json.loads(line)
-            alt = tuple((d.get("alt_acceptable") or {}).get("category", []))
-            cases.append(Case(d["id"], d["title"], d["stacktrace"], d["category"], d["priority"], alt))
-    return cases
+    return load_cases("corpus.jsonl")
 
 
 def C(id: str, category: str, priority: str, title: str, stacktrace: str = "") -> Case:  # noqa: N802
