@@ -73,7 +73,6 @@ def render_card(
     stage: int = 2,
     now: datetime | None = None,
     history: list[str] | None = None,
-    notes: list[str] | None = None,
 ) -> Card:
     """The card for `incident` as it stands now; `history` lines are already-safe HTML."""
     t = incident.triage
@@ -106,8 +105,6 @@ def render_card(
         lines.append(f"👤 Owner: {esc(handle, 80)}")
     if t.note:
         lines.append(f"ℹ️ {esc(t.note, 200)}")
-    for note in notes or []:
-        lines.append(f"ℹ️ {esc(note, 300)}")
     link = _link(incident)
     if link:
         lines.append(link)

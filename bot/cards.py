@@ -25,13 +25,13 @@ class CardPublisher:
         # database lock, so it sees the rows only once they are committed.
         self.on_queued = on_queued or (lambda: None)
 
-    async def publish(self, tx: Executor, incident_id: int, notes: list[str] | None = None) -> None:
+    async def publish(self, tx: Executor, incident_id: int) -> None:
         incident = await IncidentRepository(tx).get(incident_id)
         if incident is None:
             return
         proposal = await ProposalRepository(tx).latest_for(incident_id)
         now = utcnow()
-        card = render_card(incident, proposal=proposal, stage=self.stage, now=now, notes=notes)
+        card = render_card(incident, proposal=proposal, stage=self.stage, now=now)
         payload = card.payload()
         payload["silent"] = incident.muted(now)  # a muted error's cards arrive without a notification
         await OutboxRepository(tx).put_card(

@@ -37,14 +37,6 @@ class Priority(StrEnum):
     def from_rank(cls, rank: int) -> Priority:
         return cls(f"P{min(3, max(0, rank))}")
 
-    def raised(self, steps: int = 1) -> Priority:
-        """More urgent by `steps` (P2 -> P1), never past P0."""
-        return Priority.from_rank(self.rank - steps)
-
-    def lowered(self, steps: int = 1) -> Priority:
-        """Less urgent by `steps` (P1 -> P2), never past P3."""
-        return Priority.from_rank(self.rank + steps)
-
 
 class AlertKind(StrEnum):
     ERROR = "error"

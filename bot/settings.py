@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -117,8 +117,6 @@ class Settings(BaseSettings):
     def is_approver(self, user_id: int) -> bool:
         return user_id in self.telegram_approvers
 
-
-RunMode = Literal["run", "demo"]
 
 _HINTS = {
     "telegram_chat_id": "the numeric id of the chat that receives cards (groups are negative, e.g. -1001234567890)",

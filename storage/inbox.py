@@ -39,12 +39,6 @@ class InboxRepository:
         row = await self.db.fetchone("SELECT MIN(next_attempt_at) FROM inbox WHERE state = 'pending'")
         return None if row is None or row[0] is None else float(row[0])
 
-    async def mark_done(self, item_id: int) -> None:
-        await self.db.execute(
-            "UPDATE inbox SET state = 'done', processed_at = ? WHERE id = ? AND state = 'pending'",
-            (now_db(), item_id),
-        )
-
     async def retry_later(self, item_id: int, error: str, delay: float) -> None:
         await self.db.execute(
             "UPDATE inbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",

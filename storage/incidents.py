@@ -44,12 +44,6 @@ class IncidentRepository:
         row = await self.db.fetchone("SELECT * FROM incidents WHERE id = ?", (incident_id,))
         return _incident(row) if row else None
 
-    async def find_open(self, fingerprint: str) -> Incident | None:
-        row = await self.db.fetchone(
-            "SELECT * FROM incidents WHERE fingerprint = ? AND status = 'open'", (fingerprint,)
-        )
-        return _incident(row) if row else None
-
     async def latest_for_fingerprint(self, fingerprint: str) -> tuple[int, bool] | None:
         """(id, is open) of the newest incident with this fingerprint, in one lookup."""
         row = await self.db.fetchone(

@@ -26,7 +26,6 @@ class OutboxItem:
     payload: dict[str, Any]
     version: int
     attempts: int
-    not_before: float
     failures: int = 0
 
 
@@ -43,16 +42,15 @@ class OutboxRepository:
         incident_id: int | None = None,
         message_id: int | None = None,
         reply_to: int | None = None,
-        not_before: float = 0.0,
     ) -> int:
         return await self.db.insert(
-            "INSERT INTO outbox (chat_id, kind, incident_id, message_id, reply_to, payload, next_attempt_at, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (chat_id, kind, incident_id, message_id, reply_to, json.dumps(payload), not_before, now_db()),
+            "INSERT INTO outbox (chat_id, kind, incident_id, message_id, reply_to, payload, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (chat_id, kind, incident_id, message_id, reply_to, json.dumps(payload), now_db()),
         )
 
     async def put_card(
-        self, chat_id: int, incident_id: int, payload: dict[str, Any], has_message: bool, not_before: float = 0.0
+        self, chat_id: int, incident_id: int, payload: dict[str, Any], has_message: bool
     ) -> None:
         """Queue the newest rendering of an incident's card: replace a pending one, else add a row."""
         # One statement in the common case (a storm: the card's row is still waiting for its turn).
@@ -63,8 +61,7 @@ class OutboxRepository:
         if replaced:
             return
         await self.add(
-            chat_id, payload, kind="edit" if has_message else "send", incident_id=incident_id,
-            not_before=not_before,
+            chat_id, payload, kind="edit" if has_message else "send", incident_id=incident_id
         )
 
     async def pending(self, limit: int = 500) -> list[OutboxItem]:
@@ -73,12 +70,10 @@ class OutboxRepository:
             "WHERE o.state = 'pending' ORDER BY o.id LIMIT ?", (limit,)
         )
 
-    async def heads(self, now: float) -> list[OutboxItem]:
-        """The oldest row of each chat, if it is due: all the sender may send now, in order per chat."""
+    async def heads(self) -> list[OutboxItem]:
+        """The oldest pending row of each chat: all the sender may send now, in order per chat."""
         return await self._items(
-            "WHERE o.id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY chat_id) "
-            "AND o.next_attempt_at <= ? ORDER BY o.id",
-            (now,),
+            "WHERE o.id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY chat_id) ORDER BY o.id", ()
         )
 
     async def _items(self, where: str, params: tuple[Any, ...]) -> list[OutboxItem]:
@@ -91,7 +86,7 @@ class OutboxRepository:
                 id=r["id"], chat_id=r["chat_id"], kind=r["kind"], incident_id=r["incident_id"],
                 message_id=r["message_id"] if r["message_id"] is not None else r["card_message_id"],
                 reply_to=r["reply_to"], payload=json.loads(r["payload"]), version=r["version"],
-                attempts=r["attempts"], not_before=r["next_attempt_at"], failures=r["failures"],
+                attempts=r["attempts"], failures=r["failures"],
             )
             for r in rows
         ]
@@ -142,11 +137,3 @@ class OutboxRepository:
     async def depth(self) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
         return int(row[0]) if row else 0
-
-    async def next_not_before(self, after: float) -> float | None:
-        """When the next row held back by a coalescing delay becomes due."""
-        row = await self.db.fetchone(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?", (after,)
-        )
-        return None if row is None or row[0] is None else float(row[0])
-

@@ -124,7 +124,7 @@ def test_huge_hostile_values_stay_within_the_limit_and_escaped(field: str) -> No
     if field in ("owner", "everything"):
         triage = dataclasses.replace(triage, owner=Owner(name=BIG, telegram=BIG))
     incident.triage = triage
-    card = render_card(incident, proposal=make_proposal(summary=BIG), stage=3, now=NOW, notes=[BIG, BIG])
+    card = render_card(incident, proposal=make_proposal(summary=BIG), stage=3, now=NOW)
     assert len(card.text) <= TELEGRAM_TEXT_LIMIT
     assert utf16_len(visible(card.text)) <= TELEGRAM_TEXT_LIMIT
     assert "<script" not in card.text.lower()

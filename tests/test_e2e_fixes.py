@@ -127,14 +127,19 @@ async def test_simultaneous_approvals_cannot_beat_max_runs(start_app, tmp_path):
     assert starts.count("running") == 1 and sum("already ran" in o for o in starts) == 2
 
 
-async def test_recurrence_marks_the_fix_failed_and_blocks_new_fix_proposals(start_app, tmp_path):
-    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path))
-    await h.post("generic", stuck("beta"))
-    [card] = await h.wait_cards(1)
+async def fix_that_does_not_hold(h, slot: str):
+    """Approve the fix for `slot`, then the same error fires again inside the recurrence window."""
+    await h.post("generic", stuck(slot))
+    card = await h.emu.wait_for(lambda: next((m for m in h.cards() if f"slot {slot}" in m.plain_text), None))
     await h.press(card.message_id, button(card, "ap:"))
     await h.wait_text(card.message_id, "Done: touch_fix")
-    await h.post("generic", stuck("beta"))  # it came back inside the recurrence window
-    failed = await h.wait_text(card.message_id, "did not hold")
+    await h.post("generic", stuck(slot))
+    return card, await h.wait_text(card.message_id, "did not hold")
+
+
+async def test_recurrence_marks_the_fix_failed_and_a_human_resolve_clears_the_block(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path))
+    card, failed = await fix_that_does_not_hold(h, "beta")
     assert "Failed" in failed.plain_text
     notice = await h.emu.wait_for(lambda: next((m for m in h.cards() if "did not hold" in m.plain_text
                                                 and m.message_id != card.message_id), None))
@@ -151,12 +156,7 @@ async def test_recurrence_marks_the_fix_failed_and_blocks_new_fix_proposals(star
 
 async def test_a_failed_fix_blocks_only_its_own_error(start_app, tmp_path):
     h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path))
-    await h.post("generic", stuck("gamma"))
-    [card] = await h.wait_cards(1)
-    await h.press(card.message_id, button(card, "ap:"))
-    await h.wait_text(card.message_id, "Done: touch_fix")
-    await h.post("generic", stuck("gamma"))
-    await h.wait_text(card.message_id, "did not hold")
+    await fix_that_does_not_hold(h, "gamma")
     blocked = await h.app.db.fetchall("SELECT key FROM kv WHERE key LIKE 'fix_blocked:%'")
     assert len(blocked) == 1
     # Another error the same pattern matches is unaffected.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bot.cards import CardPublisher
-from bot.models import Alert
+from bot.models import Alert, AlertKind, utcnow
 from bot.pipeline import PipelineWorker
 from bot.redact import Redactor
 from bot.triage import RuleSet
@@ -87,11 +87,11 @@ async def test_uptime_up_in_the_same_batch_resolves_after_counting_the_repeats(t
 class PoisonCards(CardPublisher):
     """Rendering a card fails for one incident: the failure happens in the batch's final writes."""
 
-    async def publish(self, tx, incident_id, notes=None):
+    async def publish(self, tx, incident_id):
         incident = await IncidentRepository(tx).get(incident_id)
         if incident is not None and "poison" in incident.title:
             raise RuntimeError("cannot render this card")
-        await super().publish(tx, incident_id, notes)
+        await super().publish(tx, incident_id)
 
 
 async def test_a_batch_that_fails_at_its_end_is_retried_row_by_row(tmp_path):
@@ -105,3 +105,25 @@ async def test_a_batch_that_fails_at_its_end_is_retried_row_by_row(tmp_path):
         assert states == {1: ("done", 0), 2: ("pending", 1), 3: ("done", 0)}
         titles = sorted(i.title for i in await IncidentRepository(db).list_open())
         assert titles == ["KeyError: 'also fine'", "ValueError: fine"]
+
+
+async def test_a_blocked_error_is_offered_no_automatic_fix_until_cleared(tmp_path):
+    from bot.proposer import Proposer
+    from bot.recurrence import blocked_key, clear_block
+    from patterns import load_patterns
+    from storage.kv import KeyValueRepository
+    from storage.proposals import ProposalRepository
+
+    alert = Alert(source="generic", kind=AlertKind.ERROR, fingerprint="fp-redis",
+                  title="redis.exceptions.ConnectionError: Error 111 connecting to localhost:6379. Connection refused.")
+    proposer = Proposer(stage=4, expiry_hours=24, patterns=load_patterns())
+    async with Database(tmp_path / "p.db") as db:
+        async with db.transaction() as tx:
+            incident = await IncidentRepository(tx).create(alert, Triager().triage(alert), utcnow(), -100, None)
+            await KeyValueRepository(tx).set(blocked_key(alert.fingerprint), {"proposal_id": 1})
+            blocked_id, _ = await proposer.propose(tx, incident.id, alert, Triager().triage(alert))
+            await clear_block(tx, alert.fingerprint)
+            cleared_id, _ = await proposer.propose(tx, incident.id, alert, Triager().triage(alert))
+        blocked = await ProposalRepository(db).get(blocked_id)
+        cleared = await ProposalRepository(db).get(cleared_id)
+        assert (blocked.kind, cleared.kind, cleared.pattern_id) == ("acknowledge", "pattern", "restart_redis")

@@ -26,7 +26,7 @@ async def test_processed_inbox_bodies_are_purged_after_retention_pending_ones_ne
         inbox = InboxRepository(db)
         old = await inbox.add("generic", b'{"title": "password=hunter2"}')
         pending = await inbox.add("generic", b'{"title": "x"}')
-        await inbox.mark_done(old)
+        await inbox.mark_done_many([old])
         await db.execute("UPDATE inbox SET processed_at = '2000-01-01T00:00:00.000+00:00' WHERE id = ?", (old,))
         assert await inbox.purge_done(older_than_days=7) == 1
         rows = await db.fetchall("SELECT id FROM inbox")

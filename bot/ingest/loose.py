@@ -4,7 +4,6 @@ corpus record with `title` + `stacktrace`), a JSON-lines file, or plain text."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 
 from bot.fingerprint import title_fingerprint
 from bot.ingest import PayloadError, parse_payload
@@ -27,19 +26,6 @@ def alerts_from_text(text: str) -> list[Alert]:
         Alert(source="generic", kind=AlertKind.ERROR, title=first.strip()[:2000],
               fingerprint=title_fingerprint(first, None, None), stacktrace=rest.strip())
     ]
-
-
-def alerts_from_lines(lines: Iterable[str]) -> list[tuple[int, list[Alert] | PayloadError]]:
-    """Each non-blank line of a JSON-lines file -> (line number, its alerts or the error)."""
-    out: list[tuple[int, list[Alert] | PayloadError]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append((number, alerts_from_text(line)))
-        except PayloadError as exc:
-            out.append((number, exc))
-    return out
 
 
 def _is_json(text: str) -> bool:

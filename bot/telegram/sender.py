@@ -109,13 +109,11 @@ class OutboxSender(WakeableLoop):
         outbox = OutboxRepository(self.db)
         for old, new in self.chat_moves.items():
             await outbox.move_chat(old, new)
-        wall = time.time()
-        heads = await outbox.heads(wall)
-        held = await outbox.next_not_before(wall)  # rows held back to let edits coalesce
-        soonest = 5.0 if held is None else max(0.01, held - wall)
+        heads = await outbox.heads()
+        soonest = 5.0
         if not heads:
-            if held is None and self.journal is not None and self._journal_dirty and await outbox.depth() == 0:
-                self.journal.truncate()  # every delivery it notes is committed by now
+            if self.journal is not None and self._journal_dirty:
+                self.journal.truncate()  # nothing is pending: every delivery it notes is committed
                 self._journal_dirty = False
             return soonest
         now = time.monotonic()

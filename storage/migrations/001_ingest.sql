@@ -59,7 +59,6 @@ CREATE TABLE outbox (
     version         INTEGER NOT NULL DEFAULT 1,         -- bumped when a pending payload is replaced
     state           TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL    NOT NULL DEFAULT 0,     -- not before (unix time): lets edits coalesce
     created_at      TEXT    NOT NULL,
     sent_at         TEXT,
     last_error      TEXT
