@@ -73,6 +73,7 @@ async def main() -> None:
     parser.add_argument("--distinct", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate-per-chat", type=float, default=1.0, help="TELEGRAM_RATE_PER_CHAT of the instance")
+    parser.add_argument("--storm-cards-per-minute", type=int, default=10, help="STORM_CARDS_PER_MINUTE of the instance")
     args = parser.parse_args()
 
     emu = BotAPIEmulator()
@@ -82,7 +83,8 @@ async def main() -> None:
     env = {**os.environ, "TELEGRAM_BOT_TOKEN": "123456789:BENCH-bench-bench-bench-bench-bench",
            "TELEGRAM_API_BASE": emu.base_url, "TELEGRAM_CHAT_ID": str(CHAT_ID), "TELEGRAM_APPROVERS": "1",
            "WEBHOOK_PORT": str(port), "WEBHOOK_TOKEN": TOKEN, "DATABASE_PATH": str(workdir / "bench.db"),
-           "TELEGRAM_RATE_PER_CHAT": str(args.rate_per_chat), "LOG_LEVEL": "WARNING"}
+           "TELEGRAM_RATE_PER_CHAT": str(args.rate_per_chat), "LOG_LEVEL": "WARNING",
+           "STORM_CARDS_PER_MINUTE": str(args.storm_cards_per_minute)}
     proc = subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env, cwd=workdir)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -120,16 +122,27 @@ async def main() -> None:
         await asyncio.gather(*(sender() for _ in range(args.concurrency)))
         elapsed = time.perf_counter() - t0
 
-        # Every incident has its card, showing its final count.
+        # Every incident has its card showing its final count, or is named in a storm summary.
         per_issue = args.alerts // args.distinct
+
         def done() -> bool:
-            msgs = emu.messages(CHAT_ID)
-            return len(msgs) >= args.distinct and all(f"×{per_issue}" in m.plain_text for m in msgs)
-        await emu.wait_for(done, timeout=600)
+            db = sqlite3.connect(workdir / "bench.db")
+            try:
+                incidents, waiting = db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(card_deferred = 1), 0) FROM incidents").fetchone()
+                outbox = db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+            finally:
+                db.close()
+            cards = [m for m in emu.messages(CHAT_ID) if "×" in m.plain_text]
+            return (incidents >= args.distinct and waiting == 0 and outbox == 0
+                    and all(f"×{per_issue}" in m.plain_text for m in cards))
+
+        await emu.wait_for(done, timeout=900)
         cards_done = time.perf_counter() - t0
 
         db = sqlite3.connect(workdir / "bench.db")
         stored = db.execute("SELECT COALESCE(SUM(count), 0), COUNT(*) FROM incidents").fetchone()
+        held = db.execute("SELECT COUNT(*) FROM incidents WHERE card_deferred != 0").fetchone()[0]
         pending = db.execute("SELECT COUNT(*) FROM inbox WHERE state != 'done'").fetchone()[0]
         db.close()
         latencies.sort()
@@ -142,6 +155,8 @@ async def main() -> None:
         print(f"Telegram calls           {calls} (sendMessage {emu.call_count('sendMessage')}, "
               f"editMessageText {emu.call_count('editMessageText')})")
         print(f"incidents / alerts kept  {stored[1]} / {stored[0]}; inbox not done: {pending}")
+        print(f"cards held back (storm)  {held}, named in {emu.call_count('sendMessage') - (stored[1] - held)} "
+              f"summary message(s) (STORM_CARDS_PER_MINUTE {args.storm_cards_per_minute})")
         print(f"alerts lost              {args.alerts - stored[0]}")
     finally:
         proc.terminate()

@@ -24,16 +24,18 @@ from bot import killswitch
 from bot.cards import CardPublisher
 from bot.decisions import Actor, DecisionService
 from bot.executor import ActionExecutor
+from bot.fix_identity import FixIdentity
 from bot.models import Alert, Triage
 from bot.operator import COMMANDS, Operator
 from bot.pipeline import PipelineWorker
 from bot.proposer import Proposer
 from bot.redact import Redactor
 from bot.settings import Settings
+from bot.storm import StormGate
 from bot.telegram.sender import OutboxSender
 from bot.telegram.sent_journal import SentJournal
 from bot.triage import OwnerMap, RuleSet
-from bot.web import WebhookServer
+from bot.web import WebhookLimits, WebhookServer
 from handlers import build_router
 from handlers.middlewares import ChatGate
 from patterns import PatternSet
@@ -96,9 +98,12 @@ class Application:
         self.cards.on_queued = self.sender.notify
         self.pipeline = PipelineWorker(
             self.db, RulesTriager(rules, owners), self.redactor, self.cards,
-            proposer=Proposer(s.rollout_stage, s.proposal_expiry_hours, patterns, auto_fix=s.auto_fix),
+            proposer=Proposer(s.rollout_stage, s.proposal_expiry_hours, patterns, auto_fix=s.auto_fix,
+                              fix_hosts=s.fix_hosts),
             max_attempts=s.inbox_max_attempts, on_committed=self.sender.notify,
             on_auto_approved=self._start_auto_fix,
+            identify=FixIdentity(patterns) if patterns is not None else None,
+            storm=StormGate(s.storm_cards_per_minute), row_budget_s=s.pipeline_row_budget_s,
         )
         self.fixes = None
         if patterns is not None:
@@ -113,17 +118,17 @@ class Application:
         self.decisions = DecisionService(
             self.db, self.cards, approvers=self.approvers, stage=s.rollout_stage, start_action=self.executor.execute
         )
-        self.operator = Operator(self.db, s.rollout_stage)
         self.dp = Dispatcher()
         gate = ChatGate(self.chat_id, self.approvers)
         self.dp.message.outer_middleware(gate)
         self.dp.callback_query.outer_middleware(gate)
         self.dp.include_router(build_router())
         self.dp["decisions"] = self.decisions
-        self.dp["operator"] = self.operator
         self.dp["cards"] = self.cards
         token = s.webhook_token.get_secret_value() if s.webhook_token else ""
-        self.web = WebhookServer(self.db, token, on_accepted=self.pipeline.notify)
+        self.web = WebhookServer(self.db, token, on_accepted=self.pipeline.notify,
+                                 on_parsed=self.pipeline.accept_parsed, limits=WebhookLimits.from_settings(s))
+        self.dp["operator"] = self.operator = Operator(self.db, s.rollout_stage, webhook_refused=self.web.rejected.snapshot)
         self.scheduler = AsyncIOScheduler(timezone=s.timezone)
         self.scheduler.add_job(self.decisions.expire_due, "interval", seconds=60, id="expire_proposals")
         self.scheduler.add_job(self._purge_inbox, "interval", hours=1, id="purge_inbox")
@@ -202,6 +207,7 @@ class Application:
         done, pending = await asyncio.wait(self._tasks, timeout=SHUTDOWN_GRACE_S) if self._tasks else (set(), set())
         for task in pending:
             task.cancel()
+        self.pipeline.close()
         with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=False)
         await self.bot.session.close()

@@ -12,6 +12,22 @@ from dataclasses import dataclass
 APPROVE, REJECT, INVESTIGATE, PRIORITY, MUTE, RESOLVE = "ap", "rj", "iv", "pr", "mu", "rs"
 ACTIONS = {APPROVE, REJECT, INVESTIGATE, PRIORITY, MUTE, RESOLVE}
 MAX_BYTES = 64
+# The largest id SQLite can store: a larger number cannot name a row, and binding it raises
+# OverflowError, so ids from buttons and commands are checked against it before any query.
+MAX_ID = 2**63 - 1
+_ID = re.compile(r"[0-9]{1,19}", re.ASCII)
+
+
+def parse_id(text: str) -> int | None:
+    """An incident or proposal id typed or sent by a user: ASCII digits from 1 to MAX_ID, else None."""
+    if _ID.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if is_valid_id(value) else None
+
+
+def is_valid_id(value: int) -> bool:
+    return 1 <= value <= MAX_ID
 
 
 @dataclass(frozen=True)
@@ -37,4 +53,7 @@ def decode(data: str) -> CardPress | None:
     match = _DATA.fullmatch(data)
     if match is None or match.group(1) not in ACTIONS:
         return None
-    return CardPress(match.group(1), int(match.group(2)), match.group(3))
+    action, arg = match.group(1), match.group(3)
+    if action in (APPROVE, REJECT) and parse_id(arg) is None:
+        return None  # these carry a proposal id; the bot never draws one out of range
+    return CardPress(action, int(match.group(2)), arg)

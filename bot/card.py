@@ -43,8 +43,21 @@ def _when(moment: datetime | None) -> str:
 
 
 def _proposal_line(proposal: Proposal | None) -> str:
+    """What Approve does, and where its commands run: one block the card always keeps."""
     if proposal is None:
         return "➡️ No action proposed"
+    where = _where_line(proposal)
+    state = _state_line(proposal)
+    return f"{state}\n{where}" if where else state
+
+
+def _where_line(proposal: Proposal) -> str | None:
+    """E.g. "runs on web-01" or "no local fix: the error came from web-03" (set by the proposer)."""
+    where = (proposal.action or {}).get("where")
+    return f"🖥 {esc(where, 200)}" if isinstance(where, str) and where else None
+
+
+def _state_line(proposal: Proposal) -> str:
     summary = esc(proposal.summary, 400)
     who = esc(proposal.decided_by or "", 80)
     state = proposal.state

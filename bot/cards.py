@@ -25,9 +25,13 @@ class CardPublisher:
         # database lock, so it sees the rows only once they are committed.
         self.on_queued = on_queued or (lambda: None)
 
-    async def publish(self, tx: Executor, incident_id: int) -> None:
+    async def publish(self, tx: Executor, incident_id: int, *, held_back_too: bool = False) -> None:
+        """Queue the card as it is now. A card held back in a storm (bot/storm.py) stays held back
+        unless `held_back_too`: a human asked for it."""
         incident = await IncidentRepository(tx).get(incident_id)
         if incident is None:
+            return
+        if incident.card_deferred and incident.card_message_id is None and not held_back_too:
             return
         proposal = await ProposalRepository(tx).latest_for(incident_id)
         now = utcnow()
@@ -36,7 +40,7 @@ class CardPublisher:
         payload["silent"] = incident.muted(now)  # a muted error's cards arrive without a notification
         await OutboxRepository(tx).put_card(
             incident.chat_id or self.chat_id, incident_id, payload,
-            has_message=incident.card_message_id is not None,
+            has_message=incident.card_message_id is not None, priority=incident.priority.rank,
         )
         self.on_queued()
 

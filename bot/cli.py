@@ -8,8 +8,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.settings import Settings, SettingsError, check_for_run, load_settings
+
+if TYPE_CHECKING:
+    from bot.redact import Redactor
 
 EXIT_BAD_SETTINGS = 2
 
@@ -33,10 +37,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return EXIT_BAD_SETTINGS
-    from bot.logs import configure_logging
     from bot.redact import Redactor
 
-    configure_logging(settings.log_level, Redactor(settings.redact_patterns))
+    _configure_logging(settings, Redactor(settings.redact_patterns))
     if settings.demo_mode:
         from bot.demo import run_demo
 
@@ -51,6 +54,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     asyncio.run(app.run_until_signal())
     return 0
+
+
+def _configure_logging(settings: Settings, redactor: Redactor) -> None:
+    """Every command that may log does so through the redacting handler: no log line carries a secret."""
+    from bot.logs import configure_logging
+
+    configure_logging(settings.log_level, redactor)
 
 
 def _check_files(settings: Settings) -> str | None:
@@ -86,32 +96,37 @@ def cmd_triage(args: argparse.Namespace) -> int:
     from bot.ingest import PayloadError
     from bot.ingest.loose import alerts_from_text
     from bot.models import triage_to_dict
+    from bot.pipeline import redact_alert
     from bot.redact import Redactor
     from bot.triage import OwnerMap, RuleSet
 
     settings = _settings_or_exit()
+    redactor = Redactor(settings.redact_patterns)
+    _configure_logging(settings, redactor)
     rules = RuleSet.load(settings.rules_file)
     owners = OwnerMap.load(settings.owners_file) if settings.owners_file else None
-    redactor = Redactor(settings.redact_patterns)
     status = 0
     for label, raw in _read_inputs(args.text, args.file):
         try:
             alerts = alerts_from_text(raw)
         except PayloadError as exc:
-            print(json.dumps({"input": label, "error": exc.reason}) if args.json else f"{label}: {exc.reason}")
+            reason = redactor.redact(exc.reason)
+            print(json.dumps({"input": label, "error": reason}) if args.json else f"{label}: {reason}")
             status = 1
             continue
-        for alert in alerts:
+        for raw_alert in alerts:
+            # The alert the pipeline triages: redacted as a whole before a rule copies (and cuts) any value.
+            alert = redact_alert(redactor, raw_alert)
             triage = rules.triage(alert, owners)
-            title = redactor.redact(alert.title)
+            # Output is redacted again (idempotent): whatever a rule or owner file adds is masked too.
+            record = redactor.redact_obj({"title": alert.title, **triage_to_dict(triage)})
             if args.json:
-                record = redactor.redact_obj({"title": alert.title, **triage_to_dict(triage)})
                 print(json.dumps(record, ensure_ascii=False))
             else:
                 owner = triage.owner.telegram or triage.owner.name if triage.owner else "-"
-                print(f"{triage.priority.value} {triage.category.value:<14} {title[:100]}")
-                print(f"   cause: {redactor.redact(triage.likely_cause)}")
-                print(f"   tags: {', '.join(triage.tags) or '-'} · owner: {owner} · rule: {triage.rule_id or '-'}")
+                print(f"{record['priority']} {record['category']:<14} {record['title'][:100]}")
+                print(f"   cause: {record['likely_cause']}")
+                print(f"   tags: {', '.join(record['tags']) or '-'} · owner: {owner} · rule: {triage.rule_id or '-'}")
     return status
 
 
@@ -155,7 +170,8 @@ def cmd_patterns(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
     if args.patterns_command == "check":
         return check_command(args.path or settings.patterns_file)
-    return test_command(args.text or None, args.file, args.json, patterns_path=settings.patterns_file)
+    return test_command(args.text or None, args.file, args.json, patterns_path=settings.patterns_file,
+                        hosts=settings.fix_hosts)
 
 
 def build_parser() -> argparse.ArgumentParser:

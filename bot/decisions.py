@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot import killswitch
-from bot.callbacks import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress
+from bot.callbacks import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress, is_valid_id, parse_id
 from bot.cards import CardPublisher
 from bot.models import Incident, Priority, Proposal, ProposalState, utcnow
-from bot.recurrence import clear_block, mute_key
+from bot.recurrence import mute_key
+from bot.resolution import Resolver, ResolveResult, resolve_incident
 from storage.audit import AuditRepository
 from storage.db import Database, Executor
 from storage.incidents import IncidentRepository
@@ -51,10 +52,16 @@ def parse_duration(text: str) -> timedelta | None:
     """`30m`, `1h`, `24h`, `2d` -> timedelta; None when it is not a duration."""
     text = text.strip().lower()
     units = {"m": 60, "h": 3600, "d": 86400}
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+    number = text[:-1]
+    # ASCII digits only: "²".isdigit() is true but int("²") fails.
+    if not 1 <= len(number) <= 9 or text[-1] not in units or not (number.isascii() and number.isdigit()):
         return None
-    seconds = int(text[:-1]) * units[text[-1]]
+    seconds = int(number) * units[text[-1]]
     return timedelta(seconds=seconds) if 0 < seconds <= 30 * 86400 else None
+
+
+def _already_resolved(incident: Incident) -> str:
+    return f"Incident #{incident.id} is already resolved (by {incident.resolved_by or 'someone'})."
 
 
 def _past(proposal: Proposal) -> str:
@@ -92,10 +99,19 @@ class DecisionService:
         return user_id in self.approvers
 
     async def refuse(self, actor: Actor, what: str, incident_id: int | None = None) -> Outcome:
-        await AuditRepository(self.db).record(
-            what, "refused: not an approver", actor_id=actor.id, actor_name=actor.name, incident_id=incident_id
-        )
+        """Someone who is not an approver pressed or typed something only approvers may."""
+        await self.audit_refusal(actor, what, "not an approver", incident_id=incident_id)
         return Outcome("⛔ Not allowed: only approvers can do this.", audited=True)
+
+    async def audit_refusal(
+        self, actor: Actor, what: str, reason: str, *, incident_id: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """One audit row for a refusal, saying its true reason (not an approver, wrong chat, unknown button…)."""
+        await AuditRepository(self.db).record(
+            what, f"refused: {reason}", actor_id=actor.id, actor_name=actor.name, incident_id=incident_id,
+            detail=detail,
+        )
 
     async def press(self, actor: Actor, press: CardPress) -> Outcome:
         """A card button was pressed."""
@@ -130,10 +146,13 @@ class DecisionService:
         incident = await IncidentRepository(tx).get(press.incident_id)
         if incident is None:
             return None, None, "Unknown incident."
-        proposal = await ProposalRepository(tx).get(int(press.arg)) if press.arg.isdigit() else None
+        proposal_id = parse_id(press.arg)
+        proposal = await ProposalRepository(tx).get(proposal_id) if proposal_id is not None else None
         if proposal is None or proposal.incident_id != incident.id:
             return incident, None, "This card is out of date."
         if proposal.state is not ProposalState.PENDING:
+            if proposal.state is ProposalState.SUPERSEDED and not incident.is_open:
+                return incident, proposal, _already_resolved(incident)  # closed by the resolve, not replaced
             return incident, proposal, _past(proposal)
         if proposal.expires_at <= utcnow():
             if await ProposalRepository(tx).transition(proposal.id, ProposalState.PENDING, ProposalState.EXPIRED):
@@ -142,7 +161,7 @@ class DecisionService:
                 await self.cards.publish(tx, incident.id)
             return incident, proposal, "This proposal expired without a decision."
         if not incident.is_open:
-            return incident, proposal, f"Incident #{incident.id} is already resolved."
+            return incident, proposal, _already_resolved(incident)
         latest = await ProposalRepository(tx).latest_for(incident.id)
         if latest is not None and latest.id != proposal.id:
             return incident, proposal, "This proposal was replaced by a newer one."
@@ -155,12 +174,12 @@ class DecisionService:
             audit = AuditRepository(tx)
             # Read inside the transaction: a /killswitch on cannot slip in before the approval lands.
             if (await killswitch.read(tx)).on:
-                await audit.record("proposal.approve", "refused: kill switch on", proposal_id=_int(press.arg),
+                await audit.record("proposal.approve", "refused: kill switch on", proposal_id=parse_id(press.arg),
                                    **audit_args)
                 return Outcome("🛑 The kill switch is on: no action starts. Nothing changed.", audited=True)
             incident, proposal, stale = await self._stale(tx, press)
             if stale or proposal is None:
-                await audit.record("proposal.approve", f"refused: {stale}", proposal_id=_int(press.arg), **audit_args)
+                await audit.record("proposal.approve", f"refused: {stale}", proposal_id=parse_id(press.arg), **audit_args)
                 return Outcome(stale or "Nothing to decide.", audited=True)
             if proposal.kind == "pattern" and self.stage < 4:
                 await audit.record("proposal.approve", "refused: stage", proposal_id=proposal.id, **audit_args)
@@ -210,7 +229,7 @@ class DecisionService:
             _incident, proposal, stale = await self._stale(tx, press)
             audit = AuditRepository(tx)
             if stale or proposal is None:
-                await audit.record("proposal.reject", f"refused: {stale}", proposal_id=_int(press.arg), **audit_args)
+                await audit.record("proposal.reject", f"refused: {stale}", proposal_id=parse_id(press.arg), **audit_args)
                 return Outcome(stale or "Nothing to decide.", audited=True)
             if not await ProposalRepository(tx).transition(
                 proposal.id, ProposalState.PENDING, ProposalState.REJECTED, by=actor.name, by_id=actor.id
@@ -262,6 +281,8 @@ class DecisionService:
         return await self.mute(actor, press.incident_id, duration)
 
     async def mute(self, actor: Actor, incident_id: int, duration: timedelta) -> Outcome:
+        if not is_valid_id(incident_id):
+            return Outcome(f"No incident #{incident_id}.")
         until = utcnow() + duration
         async with self.db.transaction() as tx:
             incidents = IncidentRepository(tx)
@@ -281,28 +302,20 @@ class DecisionService:
         return Outcome(f"🔕 Muted until {until:%Y-%m-%d %H:%M} UTC.", changed=True, audited=True)
 
     async def _resolve_press(self, actor: Actor, press: CardPress) -> Outcome:
-        return await self.resolve(actor, press.incident_id)
+        return await self.resolve(actor, press.incident_id, via="button")
 
-    async def resolve(self, actor: Actor, incident_id: int) -> Outcome:
-        now = utcnow()
+    async def resolve(self, actor: Actor, incident_id: int, *, via: str = "command") -> Outcome:
+        if not is_valid_id(incident_id):
+            return Outcome(f"No incident #{incident_id}.")
         async with self.db.transaction() as tx:
-            incidents = IncidentRepository(tx)
-            incident = await incidents.get(incident_id)
-            if incident is None:
-                return Outcome(f"No incident #{incident_id}.")
-            if not await incidents.resolve(incident_id, actor.name, now):
-                return Outcome(f"Incident #{incident_id} was already resolved by {incident.resolved_by}.")
-            await clear_block(tx, incident.fingerprint)
-            proposals = ProposalRepository(tx)
-            latest = await proposals.latest_for(incident_id)
-            if latest is not None and latest.state is ProposalState.PENDING:
-                await proposals.transition(latest.id, ProposalState.PENDING, ProposalState.SUPERSEDED)
-            await AuditRepository(tx).record(
-                "incident.resolve", "resolved", actor_id=actor.id, actor_name=actor.name, incident_id=incident_id,
-                detail={"time_to_resolution_s": round((now - incident.first_seen).total_seconds(), 1),
-                        "human_intervention": True},
+            resolution = await resolve_incident(
+                tx, self.cards, incident_id, Resolver(actor.name, actor.id, human=True), via=via
             )
-            await self.cards.publish(tx, incident_id)
+        if resolution.result is ResolveResult.NOT_FOUND:
+            return Outcome(f"No incident #{incident_id}.")
+        if resolution.result is ResolveResult.ALREADY_RESOLVED:
+            who = resolution.incident.resolved_by if resolution.incident else None
+            return Outcome(f"Incident #{incident_id} was already resolved by {who or 'someone'}.")
         return Outcome(f"✔️ Incident #{incident_id} resolved.", changed=True, audited=True)
 
     async def expire_due(self, now: datetime | None = None) -> int:
@@ -318,7 +331,3 @@ class DecisionService:
                     await self.cards.publish(tx, proposal.incident_id)
                     expired += 1
         return expired
-
-
-def _int(text: str) -> int | None:
-    return int(text) if text.isdigit() else None

@@ -151,6 +151,8 @@ class Incident:
     muted_until: datetime | None = None
     resolved_at: datetime | None = None
     resolved_by: str | None = None
+    #: its card was held back in a storm: 1 waiting for the summary, 2 named in one (see bot/storm.py)
+    card_deferred: int = 0
 
     @property
     def is_open(self) -> bool:

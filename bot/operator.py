@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot import __version__, killswitch
+from bot.callbacks import is_valid_id
 from bot.card import PRIORITY_EMOJI, esc, render_card
 from bot.decisions import Actor
 from bot.models import Priority, utcnow
@@ -40,10 +42,16 @@ HELP = (
 )
 
 
+def _no_counts() -> dict[str, int]:
+    return {}
+
+
 @dataclass
 class Operator:
     db: Database
     stage: int
+    # Webhook requests refused since start, by reason (counted in memory: strangers write no rows).
+    webhook_refused: Callable[[], dict[str, int]] = _no_counts
 
     async def status(self) -> str:
         ks = await killswitch.read(self.db)
@@ -62,6 +70,7 @@ class Operator:
             f"Open incidents: {sum(counts.values())} — {by_prio}\n"
             f"Inbox: {inbox} waiting, {failed} set aside · Outbox: {outbox} waiting, {outbox_failed} undeliverable\n"
             f"Last alert: {esc(last[:19].replace('T', ' ') + ' UTC') if last else 'none yet'}\n"
+            f"Webhook refused since start: {_refusals(self.webhook_refused())}\n"
             f"Version: {__version__}"
         )
 
@@ -77,6 +86,8 @@ class Operator:
         return "\n".join(lines)
 
     async def incident(self, incident_id: int) -> str | None:
+        if not is_valid_id(incident_id):
+            return None
         incident = await IncidentRepository(self.db).get(incident_id)
         if incident is None:
             return None
@@ -108,3 +119,11 @@ class Operator:
 def _history_line(entry: AuditEntry) -> str:
     who = f" by {esc(entry.actor_name, 40)}" if entry.actor_name else ""
     return f"• {entry.at:%m-%d %H:%M} {esc(entry.action, 40)}: {esc(entry.outcome, 80)}{who}"
+
+
+def _refusals(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    if not total:
+        return "none"
+    parts = ", ".join(f"{esc(reason, 40)} {n}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n)
+    return f"{total} ({parts})"

@@ -5,6 +5,12 @@ its card in the outbox and the row's `done` mark commit together, so a crash at 
 either leaves the row pending (processed again after restart) or fully done, never half.
 A row that fails is retried with backoff and, after `max_attempts`, parked as failed and
 reported in chat: never dropped.
+
+No alert can stall the bot: the CPU work of a row (parse, fingerprint, redact, triage) runs
+in a worker thread under a time budget, before the transaction, so neither the event loop
+(webhook, polling, the kill switch) nor the database lock waits for it. Each attempt is
+committed before its work starts; a row whose attempt never ended (a crash, a blown budget)
+is retried alone and parked after `max_attempts`, so a poison alert cannot freeze a restart.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from bot.card import esc, test_notification_text
@@ -22,6 +29,9 @@ from bot.ingest import ParsedPayload, PayloadError, parse_payload
 from bot.models import Alert, AlertKind, Triage, utcnow
 from bot.recurrence import check_recurrence, has_fix_watches, muted_until
 from bot.redact import Redactor
+from bot.resolution import MONITOR_BACK_UP, ResolveResult, is_monitor_fingerprint, resolve_incident
+from bot.storm import WINDOW_S as STORM_WINDOW_S
+from bot.storm import StormGate, storm_summary
 from bot.worker import WakeableLoop
 from storage.audit import AuditRepository
 from storage.db import Database, Executor, Transaction
@@ -64,6 +74,24 @@ def redact_alert(redactor: Redactor, alert: Alert) -> Alert:
     )
 
 
+class RowTooSlow(Exception):
+    """A row's CPU work took longer than its time budget."""
+
+
+#: bodies the webhook parsed and handed over, waiting for the worker (beyond this they are parsed again)
+MAX_HANDED_OVER = 5000
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """An inbox row after its CPU work: the parsed payload (or why not), and for each fingerprint
+    it opens, the redacted alert and its triage."""
+
+    item: InboxItem
+    payload: ParsedPayload | Exception
+    opened: dict[str, tuple[Alert, Triage]] = dataclasses.field(default_factory=dict)
+
+
 class PipelineWorker(WakeableLoop):
     def __init__(
         self,
@@ -79,6 +107,10 @@ class PipelineWorker(WakeableLoop):
         batch_size: int = 500,
         gather_s: float = 0.05,
         max_new_per_tx: int = 25,
+        identify: Callable[[Alert], Alert] | None = None,
+        storm: StormGate | None = None,
+        row_budget_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self.db = db
@@ -92,10 +124,30 @@ class PipelineWorker(WakeableLoop):
         self.batch_size = batch_size
         self.gather_s = gather_s
         self.max_new_per_tx = max_new_per_tx
+        # Refines an alert's fingerprint with what decides its fix (bot/fix_identity.py).
+        self.identify = identify
+        self.storm = storm
+        self.row_budget_s = row_budget_s
+        self.clock = clock
+        self._handed_over: dict[int, ParsedPayload] = {}
+        self._cpu = ThreadPoolExecutor(1, thread_name_prefix="pipeline-cpu")
+        self._summary_due: float | None = None  # when the current storm's summary is due
+        self._held_back_checked = False  # cards held back before a restart are summarised at the first step
+
+    def accept_parsed(self, inbox_id: int, payload: ParsedPayload) -> None:
+        """The webhook parsed this body already: keep the result so it is parsed once, not twice.
+        (After a restart the worker parses the stored body.)"""
+        if len(self._handed_over) < MAX_HANDED_OVER:
+            self._handed_over[inbox_id] = payload
+        self.notify()
 
     async def step(self) -> float:
-        """Drain a batch; when idle, sleep until notified or the next retry is due."""
+        """Drain a batch; when idle, sleep until notified or the next retry (or storm summary) is due."""
+        if not self._held_back_checked:
+            self._held_back_checked = True
+            await self.summarise_storm()
         processed = await self.drain_once()
+        await self.summarise_storm(due_only=True)
         if processed >= self.batch_size:
             return 0.0  # a backlog: keep going
         if processed:
@@ -105,53 +157,145 @@ class PipelineWorker(WakeableLoop):
             await asyncio.sleep(self.gather_s)
             return 0.0
         next_due = await InboxRepository(self.db).next_due_at()
-        return 5.0 if next_due is None else max(0.05, min(5.0, next_due - time.time()))
+        wait = 5.0 if next_due is None else max(0.05, min(5.0, next_due - time.time()))
+        if self._summary_due is not None:
+            wait = min(wait, max(0.05, self._summary_due - self.clock()))
+        return wait
+
+    def close(self) -> None:
+        self._cpu.shutdown(wait=False, cancel_futures=True)
 
     async def drain_once(self) -> int:
         items = await InboxRepository(self.db).due(self.batch_size)
         if not items:
             return 0
+        interrupted = [item for item in items if item.started]
+        if interrupted:
+            # Their last attempt never ended (the process died, or a budget was blown): each goes
+            # alone, so a poison row costs no other row an attempt.
+            for item in interrupted:
+                await self._drain_rows([item])
+            return len(interrupted)
+        await self._drain_rows(items)
+        return len(items)
+
+    async def _drain_rows(self, items: list[InboxItem]) -> None:
+        spent = [item for item in items if item.attempts >= self.max_attempts]
+        if spent:
+            async with self.db.transaction() as tx:
+                for item in spent:
+                    await self._park(tx, item, f"its processing never finished in {item.attempts} attempts "
+                                               "(the process stopped, or it exceeded its time budget)")
+            self.on_committed()
+            items = [item for item in items if item not in spent]
+            if not items:
+                return
+        # The attempt is committed before the work starts: if the work never ends, it still counts.
+        async with self.db.transaction() as tx:
+            await InboxRepository(tx).claim([item.id for item in items])
+        items = [dataclasses.replace(item, attempts=item.attempts + 1) for item in items]
+        prepared = await self._prepare(items)
         try:
-            await self._drain(items)
+            await self._commit(prepared)
         except _ChunkFailed as failed:
             # One transaction of the batch failed as a whole (e.g. while writing its results): take
             # its rows one by one, so a single bad row is counted, retried and finally parked alone.
             log.error("pipeline transaction of %s rows failed (%s); retrying them one by one",
-                      len(failed.items), failed.error)
-            for item in failed.items:
+                      len(failed.rows), failed.error)
+            for row in failed.rows:
                 try:
-                    if len(failed.items) == 1:
+                    if len(failed.rows) == 1:
                         raise failed
-                    await self._drain([item])
+                    await self._commit([row])
                 except _ChunkFailed as alone:
                     async with self.db.transaction() as tx:
-                        await self._failed(tx, item, alone.error)
-        return len(items)
+                        await self._failed(tx, row.item, alone.error)
+                    self.on_committed()
 
-    async def _drain(self, items: list[InboxItem]) -> None:
-        # Parsing is CPU work: done before the transaction so the database lock (which webhook
-        # requests wait for) is held only for the statements.
-        parsed = []
-        for n, item in enumerate(items, 1):
-            parsed.append((item, _parse(item)))
-            if n % 50 == 0:
-                await asyncio.sleep(0)  # let webhook requests in between: a big batch must not stall them
+    # ------------------------------------------------------------------ CPU work, off the event loop
+
+    async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn` in the worker thread within the row budget."""
+        future = asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
+        try:
+            return await asyncio.wait_for(future, self.row_budget_s)
+        except TimeoutError:
+            # A thread cannot be stopped: leave it to finish on its own and carry on with a new one.
+            self._cpu.shutdown(wait=False, cancel_futures=True)
+            self._cpu = ThreadPoolExecutor(1, thread_name_prefix="pipeline-cpu")
+            raise RowTooSlow(f"its processing took longer than its {self.row_budget_s:g} s budget") from None
+
+    def _parse(self, item: InboxItem, handed_over: ParsedPayload | None) -> ParsedPayload:
+        payload = handed_over if handed_over is not None else parse_payload(item.source, item.body)
+        if self.identify is None:
+            return payload
+        return dataclasses.replace(payload, alerts=[self.identify(alert) for alert in payload.alerts])
+
+    def _redact_and_triage(self, alerts: list[Alert]) -> dict[str, tuple[Alert, Triage]]:
+        """Only a new incident stores the alert's text: redacted here, before triage and storage."""
+        opened = {}
+        for alert in alerts:
+            redacted = redact_alert(self.redactor, alert)
+            opened[alert.fingerprint] = (redacted, self.triager.triage(redacted))
+        return opened
+
+    async def _prepare(self, items: list[InboxItem]) -> list[_Prepared]:
+        prepared: list[_Prepared] = []
+        for item in items:
+            handed_over = self._handed_over.pop(item.id, None)
+            payload: ParsedPayload | Exception
+            try:
+                if handed_over is not None and self.identify is None:
+                    payload = handed_over  # nothing left to compute
+                else:
+                    payload = await self._off_loop(self._parse, item, handed_over)
+            except Exception as exc:  # reported per row when the batch is committed
+                payload = exc
+            prepared.append(_Prepared(item, payload))
+        # The first alert of each fingerprint without an open incident will open one: its
+        # redaction and triage are done here too, so the transaction holds the lock only for SQL.
+        fingerprints = {
+            alert.fingerprint for row in prepared if not isinstance(row.payload, Exception)
+            for alert in row.payload.alerts if alert.kind is not AlertKind.UPTIME_UP
+        }
+        states = await IncidentRepository(self.db).fingerprint_states(sorted(fingerprints))
+        seen: set[str] = set()
+        for row in prepared:
+            if isinstance(row.payload, Exception):
+                continue
+            opening = []
+            for alert in row.payload.alerts:
+                open_id = states.get(alert.fingerprint, (None, None))[0]
+                if alert.kind is AlertKind.UPTIME_UP or open_id is not None or alert.fingerprint in seen:
+                    continue
+                seen.add(alert.fingerprint)
+                opening.append(alert)
+            if opening:
+                try:
+                    row.opened = await self._off_loop(self._redact_and_triage, opening)
+                except Exception as exc:
+                    row.payload = exc
+        return prepared
+
+    # ------------------------------------------------------------------ SQL, in batch transactions
+
+    async def _commit(self, prepared: list[_Prepared]) -> None:
         position = 0
-        while position < len(parsed):
-            # A transaction ends early after `max_new_per_tx` new incidents (triage, card, proposal
-            # each): repeats are cheap, new incidents are not, and webhook requests wait for the lock.
+        while position < len(prepared):
+            # A transaction ends early after `max_new_per_tx` new incidents: repeats are cheap, new
+            # incidents are not, and webhook requests wait for the lock.
             batch = _Batch()
             start = position
             try:
                 async with self.db.transaction() as tx:
                     batch.watching = await has_fix_watches(tx)
-                    while position < len(parsed) and batch.created < self.max_new_per_tx:
-                        item, payload = parsed[position]
+                    while position < len(prepared) and batch.created < self.max_new_per_tx:
+                        row = prepared[position]
                         position += 1
-                        await self._process(tx, item, payload, batch)
+                        await self._process(tx, row, batch)
                     await self._flush(tx, batch)
             except Exception as exc:
-                raise _ChunkFailed([item for item, _ in parsed[start:position]], exc) from exc
+                raise _ChunkFailed(prepared[start:position], exc) from exc
             self.on_committed()
             # Started only after the commit: the approval is recorded before the action runs.
             for proposal_id in batch.auto_approved:
@@ -172,41 +316,63 @@ class PipelineWorker(WakeableLoop):
         for incident_id in batch.dirty:
             await self.cards.publish(tx, incident_id)
 
-    async def _process(
-        self, tx: Transaction, item: InboxItem, payload: ParsedPayload | Exception, batch: _Batch
-    ) -> None:
+    async def _process(self, tx: Transaction, row: _Prepared, batch: _Batch) -> None:
         item_tx = _LazySavepoint(tx)
         changes = batch.child()
+        changes.opening = row.opened
         try:
-            if isinstance(payload, Exception):
-                raise payload
-            await self._handle(item_tx, item, payload, changes)
+            if isinstance(row.payload, Exception):
+                raise row.payload
+            await self._handle(item_tx, row.item, row.payload, changes)
             await item_tx.release()
         except Exception as exc:
             await item_tx.rollback()
-            await self._failed(tx, item, exc)
+            await self._failed(tx, row.item, exc)
             return
         batch.merge(changes)
-        batch.done.append(item.id)
+        batch.done.append(row.item.id)
+
+    async def summarise_storm(self, *, due_only: bool = False) -> int:
+        """Post one message naming the incidents whose cards a storm held back; returns how many."""
+        if due_only and (self._summary_due is None or self.clock() < self._summary_due):
+            return 0
+        self._summary_due = None
+        async with self.db.transaction() as tx:
+            incidents = IncidentRepository(tx)
+            held = await incidents.held_back()
+            if not held:
+                return 0
+            span = (utcnow() - min(h.first_seen for h in held)).total_seconds()
+            per_minute = self.storm.per_minute if self.storm else 0
+            await self.cards.say(tx, storm_summary(held, per_minute, span))
+            await incidents.mark_summarised([h.id for h in held])
+            await AuditRepository(tx).record(
+                "storm.summarised", f"{len(held)} cards held back",
+                detail={"incidents": [h.id for h in held][:200], "limit_per_minute": per_minute},
+            )
+        self.on_committed()
+        return len(held)
 
     async def _failed(self, tx: Transaction, item: InboxItem, exc: Exception) -> None:
-        error = self.redactor.redact(f"{type(exc).__name__}: {exc}")[:500]
-        attempts = item.attempts + 1
-        inbox = InboxRepository(tx)
+        """This attempt failed (`item.attempts` already counts it): retry later, or park and say so."""
+        error = self.redactor.redact(f"{type(exc).__name__}: {exc}"[:2000])[:500]
         # A body that no longer parses (schema changed between versions) cannot get better by waiting.
-        if attempts >= self.max_attempts or isinstance(exc, PayloadError):
-            log.error("inbox #%s parked after %s attempts: %s", item.id, attempts, error)
-            await inbox.park(item.id, error)
-            await AuditRepository(tx).record("inbox.parked", "failed", detail={"inbox_id": item.id, "error": error})
-            await self.cards.say(
-                tx,
-                f"⚠️ An incoming alert (inbox #{item.id}) could not be processed after {attempts} "
-                f"tries and was set aside:\n<code>{esc(error, 400)}</code>\nIt is kept in the database.",
-            )
+        if item.attempts >= self.max_attempts or isinstance(exc, PayloadError):
+            await self._park(tx, item, error)
         else:
-            delay = min(300.0, 2.0**attempts)
-            log.warning("inbox #%s failed (attempt %s), retry in %.0fs: %s", item.id, attempts, delay, error)
-            await inbox.retry_later(item.id, error, delay)
+            delay = min(300.0, 2.0**item.attempts)
+            log.warning("inbox #%s failed (attempt %s), retry in %.0fs: %s", item.id, item.attempts, delay, error)
+            await InboxRepository(tx).retry_later(item.id, error, delay)
+
+    async def _park(self, tx: Executor, item: InboxItem, error: str) -> None:
+        log.error("inbox #%s parked after %s attempts: %s", item.id, item.attempts, error)
+        await InboxRepository(tx).park(item.id, error)
+        await AuditRepository(tx).record("inbox.parked", "failed", detail={"inbox_id": item.id, "error": error})
+        await self.cards.say(
+            tx,
+            f"⚠️ An incoming alert (inbox #{item.id}) could not be processed after {item.attempts} "
+            f"tries and was set aside:\n<code>{esc(error, 400)}</code>\nIt is kept in the database.",
+        )
 
     async def _handle(self, tx: Executor, item: InboxItem, parsed: ParsedPayload, changes: _Batch) -> None:
         if parsed.test_notification is not None:
@@ -231,16 +397,13 @@ class PipelineWorker(WakeableLoop):
         now = utcnow()
         current_id = await self._open_id(tx, alert.fingerprint, changes)
         if alert.kind is AlertKind.UPTIME_UP:
-            if current_id is not None:
+            # A "back up" resolves only its monitor's own incident: a body can claim anything.
+            if current_id is not None and is_monitor_fingerprint(alert.fingerprint):
                 await self._flush_repeats_of(tx, current_id, changes)
-                if await incidents.resolve(current_id, "uptime monitor (back up)", now):
-                    await AuditRepository(tx).record(
-                        "incident.resolved", "resolved", actor_name="glitchtip", incident_id=current_id,
-                        detail={"reason": "monitor back up"},
-                    )
+                resolution = await resolve_incident(tx, self.cards, current_id, MONITOR_BACK_UP, via="uptime")
+                if resolution.result is ResolveResult.RESOLVED:  # its card is already re-rendered
                     changes.open_ids[alert.fingerprint] = None
                     changes.resolved_ids[alert.fingerprint] = current_id
-                    changes.dirty.add(current_id)
             return
         if changes.watching and alert.fingerprint not in changes.recurrence_checked:
             changes.recurrence_checked.add(alert.fingerprint)
@@ -249,14 +412,20 @@ class PipelineWorker(WakeableLoop):
             changes.repeats[current_id] = changes.repeats.get(current_id, 0) + alert.count
             changes.dirty.add(current_id)
             return
-        # Only a new incident stores the alert's text: redacted here, before triage and storage.
-        alert = redact_alert(self.redactor, alert)
+        # Only a new incident stores the alert's text, redacted before triage and storage; done off
+        # the loop in _prepare, unless another row of this batch opened (and resolved) it meanwhile.
+        opened = changes.opening.get(alert.fingerprint)
+        alert, triage = opened if opened else self._redact_and_triage([alert])[alert.fingerprint]
         known = changes.resolved_id(alert.fingerprint)
         regression_of: int | None = (
             await incidents.latest_resolved_id(alert.fingerprint) if known is _UNKNOWN else known  # type: ignore[assignment]
         )
-        triage = self.triager.triage(alert)
-        incident = await incidents.create(alert, triage, now, self.cards.chat_id, regression_of)
+        held_back = self.storm is not None and not self.storm.admit(alert.source, triage.priority)
+        incident = await incidents.create(
+            alert, triage, now, self.cards.chat_id, regression_of, card_deferred=held_back
+        )
+        if held_back and self._summary_due is None:
+            self._summary_due = self.clock() + STORM_WINDOW_S
         changes.open_ids[alert.fingerprint] = incident.id
         if regression_of and (until := await muted_until(tx, alert.fingerprint)):
             await incidents.mute(incident.id, until)
@@ -269,7 +438,8 @@ class PipelineWorker(WakeableLoop):
             proposed = await self.proposer.propose(tx, incident.id, alert, triage)
             if proposed is not None and proposed[1]:
                 changes.auto_approved.append(proposed[0])
-        changes.dirty.add(incident.id)
+        if not held_back:
+            changes.dirty.add(incident.id)
         changes.created += 1
 
     async def _flush_repeats_of(self, tx: Executor, incident_id: int, changes: _Batch) -> None:
@@ -287,17 +457,10 @@ _UNKNOWN = object()
 class _ChunkFailed(Exception):
     """A batch transaction rolled back: these rows are exactly as they were before it."""
 
-    def __init__(self, items: list[InboxItem], error: Exception) -> None:
+    def __init__(self, rows: list[_Prepared], error: Exception) -> None:
         super().__init__(str(error))
-        self.items = items
+        self.rows = rows
         self.error = error
-
-
-def _parse(item: InboxItem) -> ParsedPayload | Exception:
-    try:
-        return parse_payload(item.source, item.body)
-    except Exception as exc:  # reported per row by _process
-        return exc
 
 
 class _LazySavepoint:
@@ -362,6 +525,7 @@ class _Batch:
     done: list[int] = dataclasses.field(default_factory=list)
     watching: bool = False
     created: int = 0  # new incidents in this transaction
+    opening: dict[str, tuple[Alert, Triage]] = dataclasses.field(default_factory=dict)  # prepared off the loop
 
     def child(self) -> _Batch:
         return _Batch(parent=self, watching=self.watching)

@@ -79,5 +79,5 @@ async def check_recurrence(tx: Executor, fingerprint: str, cards: CardPublisher)
 
 
 async def clear_block(tx: Executor, fingerprint: str) -> None:
-    """A human resolved the incident: automatic proposals may be made again for it."""
+    """The incident was resolved (bot/resolution.py): automatic proposals may be made again for it."""
     await KeyValueRepository(tx).delete(blocked_key(fingerprint))

@@ -14,6 +14,11 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from patterns.engine import host_key, local_host_names
+
+# A host name, an IPv4 address or an IPv6 address (letters, digits, '.', '-', '_', ':').
+_HOST_NAME_RE = re.compile(r"[A-Za-z0-9_:][A-Za-z0-9_.:-]{0,252}")
+
 
 class SettingsError(Exception):
     """Raised with a human message naming each bad setting."""
@@ -35,6 +40,9 @@ class Settings(BaseSettings):
     webhook_host: str = "127.0.0.1"
     webhook_port: int = Field(8080, ge=0, le=65535)
     webhook_token: SecretStr | None = None
+    webhook_max_connections: int = Field(256, ge=1)  # open at once; lowered to half the file limit
+    webhook_header_timeout: float = Field(10.0, gt=0)  # s to send a request head; also the keep-alive timeout
+    webhook_body_timeout: float = Field(30.0, gt=0)  # s to send the body once the head is in
 
     # Storage and behaviour
     database_path: Path = Path("remediator.db")
@@ -47,7 +55,13 @@ class Settings(BaseSettings):
     kill_switch: bool = False
     auto_fix: bool = False
     fix_rate_limit_per_hour: int = Field(10, ge=0)
+    # Servers whose errors may be fixed here (fixes run on this machine); see _split_hosts.
+    fix_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(local_host_names()))
     inbox_max_attempts: int = Field(5, ge=1)
+    # New incidents a minute per source that get a card each; the rest are named in one summary.
+    storm_cards_per_minute: int = Field(10, ge=1)
+    # Seconds of CPU work (parse, redact, triage) one alert may take before it counts as a failed attempt.
+    pipeline_row_budget_s: float = Field(10.0, gt=0)
     inbox_retention_days: float = Field(7.0, gt=0)
     log_level: str = "INFO"
 
@@ -72,6 +86,21 @@ class Settings(BaseSettings):
             parts = [p for p in re.split(r"[\s,;]+", value.strip()) if p]
             return [int(p) for p in parts] if all(re.fullmatch(r"-?\d+", p) for p in parts) else parts
         return value
+
+    @field_validator("fix_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p for p in re.split(r"[\s,;]+", value.strip()) if p]
+        return value
+
+    @field_validator("fix_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _HOST_NAME_RE.fullmatch(name):
+                raise ValueError(f"{name!r} is not a host name or address")
+        return list(dict.fromkeys(host_key(n) for n in value))
 
     @field_validator("redact_patterns", mode="before")
     @classmethod
@@ -127,6 +156,7 @@ _HINTS = {
     "digest_time": "a time of day HH:MM, e.g. 09:00",
     "kill_switch": "on or off",
     "auto_fix": "on or off",
+    "fix_hosts": "comma-separated host names of this machine, e.g. web-01,web-01.example.com (default: its own names)",
 }
 
 

@@ -17,11 +17,15 @@ def actor_of(user: object) -> Actor:
 
 
 async def on_press(callback: CallbackQuery, decisions: DecisionService) -> None:
+    actor = actor_of(callback.from_user)
     press = decode(callback.data or "")
     if press is None:
-        await callback.answer("Unknown button.")
+        # Data this bot never draws (a forged press, or an id out of range): said so, and audited.
+        await decisions.audit_refusal(actor, "button", "unknown button data",
+                                      detail={"data": (callback.data or "")[:64]})
+        await callback.answer("Unknown button: nothing changed.")
         return
-    outcome = await decisions.press(actor_of(callback.from_user), press)
+    outcome = await decisions.press(actor, press)
     await callback.answer(outcome.answer[:200])
 
 

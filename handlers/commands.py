@@ -8,6 +8,8 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import Message
 
+from bot.callbacks import parse_id
+from bot.card import esc
 from bot.cards import CardPublisher
 from bot.decisions import DecisionService, parse_duration
 from bot.operator import HELP, Operator
@@ -46,21 +48,32 @@ async def cmd_incidents(message: Message, decisions: DecisionService, operator: 
         await message.answer(await operator.incidents())
 
 
-def _id_arg(command: CommandObject) -> tuple[int | None, list[str]]:
+async def _incident_id(
+    message: Message, command: CommandObject, decisions: DecisionService, name: str, usage: str
+) -> tuple[int, list[str]] | None:
+    """The incident id a command names, and the arguments after it; None once it has answered
+    (usage, or an id no incident can have: answered as such, never looked up)."""
     parts = (command.args or "").split()
-    if not parts or not parts[0].lstrip("#").isdigit():
-        return None, parts
-    return int(parts[0].lstrip("#")), parts[1:]
+    raw = parts[0].removeprefix("#") if parts else ""
+    if not (raw.isascii() and raw.isdigit()):
+        await _audit_command(decisions, message, name, "usage error")
+        await message.answer(usage)
+        return None
+    incident_id = parse_id(raw)
+    if incident_id is None:
+        await _audit_command(decisions, message, name, "refused: invalid id (out of range)")
+        await message.answer(f"No incident #{esc(raw, 40)}: not a valid incident id.")
+        return None
+    return incident_id, parts[1:]
 
 
 async def cmd_incident(message: Message, command: CommandObject, decisions: DecisionService, operator: Operator) -> None:
     if not await _approver(message, decisions, "incident"):
         return
-    incident_id, _ = _id_arg(command)
-    if incident_id is None:
-        await _audit_command(decisions, message, "incident", "usage error")
-        await message.answer("Usage: /incident &lt;id&gt;")
+    named = await _incident_id(message, command, decisions, "incident", "Usage: /incident &lt;id&gt;")
+    if named is None:
         return
+    incident_id, _ = named
     text = await operator.incident(incident_id)
     await _audit_command(decisions, message, "incident", "ok" if text else "not found")
     await message.answer(text or f"No incident #{incident_id}.")
@@ -69,11 +82,15 @@ async def cmd_incident(message: Message, command: CommandObject, decisions: Deci
 async def cmd_mute(message: Message, command: CommandObject, decisions: DecisionService) -> None:
     if not await _approver(message, decisions, "mute"):
         return
-    incident_id, rest = _id_arg(command)
+    usage = "Usage: /mute &lt;id&gt; &lt;duration&gt; — e.g. /mute 12 1h (m, h or d; up to 30d)"
+    named = await _incident_id(message, command, decisions, "mute", usage)
+    if named is None:
+        return
+    incident_id, rest = named
     duration = parse_duration(rest[0]) if rest else None
-    if incident_id is None or duration is None:
+    if duration is None:
         await _audit_command(decisions, message, "mute", "usage error")
-        await message.answer("Usage: /mute &lt;id&gt; &lt;duration&gt; — e.g. /mute 12 1h (m, h or d; up to 30d)")
+        await message.answer(usage)
         return
     actor = actor_of(message.from_user)
     outcome = await decisions.mute(actor, incident_id, duration)
@@ -84,13 +101,12 @@ async def cmd_mute(message: Message, command: CommandObject, decisions: Decision
 async def cmd_resolve(message: Message, command: CommandObject, decisions: DecisionService) -> None:
     if not await _approver(message, decisions, "resolve"):
         return
-    incident_id, _ = _id_arg(command)
-    if incident_id is None:
-        await _audit_command(decisions, message, "resolve", "usage error")
-        await message.answer("Usage: /resolve &lt;id&gt;")
+    named = await _incident_id(message, command, decisions, "resolve", "Usage: /resolve &lt;id&gt;")
+    if named is None:
         return
+    incident_id, _ = named
     actor = actor_of(message.from_user)
-    outcome = await decisions.resolve(actor, incident_id)
+    outcome = await decisions.resolve(actor, incident_id, via="command")
     await decisions.audit_outcome(actor, "command./resolve", incident_id, outcome)
     await message.answer(html.escape(outcome.answer))
 

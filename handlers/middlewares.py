@@ -21,6 +21,13 @@ class ChatGate(BaseMiddleware):
             return True
         return chat_type == "private" and user_id in self.approvers
 
+    @staticmethod
+    def refusal_reason(chat_type: str | None) -> str:
+        """Why `allowed` said no, for the audit row (a private chat is refused only for a non-approver)."""
+        if chat_type is None:
+            return "the press came without its chat"
+        return "not an approver (private chat)" if chat_type == "private" else "outside the alert chat"
+
     async def __call__(
         self,
         handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
@@ -35,8 +42,12 @@ class ChatGate(BaseMiddleware):
             chat = event.message.chat if event.message else None
             if chat is None or not self.allowed(chat.id, chat.type, event.from_user.id):
                 decisions = data.get("decisions")
-                if decisions is not None:  # audited like any other refusal
-                    await decisions.refuse(actor_of(event.from_user), "button (outside the alert chat)")
+                if decisions is not None:  # audited like any other refusal, with the true reason
+                    await decisions.audit_refusal(
+                        actor_of(event.from_user), "button", self.refusal_reason(chat.type if chat else None),
+                        detail={"chat_id": chat.id if chat else None, "chat_type": chat.type if chat else None,
+                                "approver": event.from_user.id in self.approvers},
+                    )
                 await event.answer("Not allowed here.")
                 return None
         return await handler(event, data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -44,12 +45,15 @@ def test_command(
     *,
     patterns_path: Path | None = None,
     category: str | None = None,
+    hosts: Collection[str] | None = None,
     out: TextIO | None = None,
 ) -> int:
     """Show which pattern would match each alert and the exact argv. Runs NOTHING.
 
     Each input is plain text, a generic alert JSON object, or a GlitchTip webhook JSON;
     ``file`` is JSON lines (one alert a line, e.g. the corpus format) or '-' for stdin.
+    ``hosts`` is FIX_HOSTS (default: this machine's names): an alert whose ``server`` is
+    another host shows "no local fix".
     """
     out = out or sys.stdout
     try:
@@ -80,7 +84,7 @@ def test_command(
             status = 1
             continue
         for alert in alerts:
-            found = pset.evaluate(alert, cat)
+            found = pset.evaluate(alert, cat, hosts=hosts)
             if as_json:
                 print(json.dumps(_as_record(case_id, alert, found), ensure_ascii=False), file=out)
             else:
@@ -115,6 +119,7 @@ def _as_record(case_id: str | None, alert: Alert, found: PatternMatch | None) ->
         pattern=found.pattern.id if runnable and found else None,
         argv=found.argv if runnable and found else [],
         verify=found.verify if runnable and found else None,
+        precheck=found.precheck if runnable and found else None,
         refused=f"{found.pattern.id}: {found.refused}" if found is not None and not runnable else None,
     )
     return record
@@ -128,6 +133,8 @@ def _as_line(case_id: str | None, alert: Alert, found: PatternMatch | None) -> s
     if not found.runnable:
         return f"{head}\n    -> {found.pattern.id} REFUSED: {found.refused}"
     lines = [f"{head}", f"    -> {found.summary()}"]
+    if found.precheck:
+        lines.append(f"       precheck: {shlex.join(found.precheck)}")
     lines += [f"       step {i}: {shlex.join(argv)}" for i, argv in enumerate(found.argv, 1)]
     if found.verify:
         lines.append(f"       verify: {shlex.join(found.verify)}")

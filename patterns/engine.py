@@ -14,11 +14,13 @@ Nothing in this module runs a process: see ``patterns.runner`` for that.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import shlex
+import socket
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,15 +28,25 @@ from typing import Any
 
 from bot.models import Alert, Category
 
+# The triage rules' catastrophic-backtracking check, reused so both files refuse the same shapes.
+from bot.triage.rules import _NESTED_QUANTIFIER_RE as NESTED_QUANTIFIER_RE
+
 __all__ = [
     "ACTIONABLE_CATEGORIES",
+    "GRAMMARS",
     "Pattern",
     "PatternError",
     "PatternMatch",
     "PatternSet",
     "Placeholder",
     "default_patterns_path",
+    "host_key",
+    "host_keys",
     "load_patterns",
+    "local_host_names",
+    "npm_package_refusal",
+    "pypi_distribution_refusal",
+    "this_host",
 ]
 
 #: Only these categories may carry an action: the others (code, configuration, database,
@@ -75,12 +87,12 @@ _FORBIDDEN_ENV = re.compile(r"(?:LD_|DYLD_)\w*|NODE_OPTIONS|PYTHONSTARTUP|BASH_E
 _TOP_KEYS = ("settings", "patterns")
 _PATTERN_KEYS = (
     "description", "category", "enabled", "match", "exclude", "projects", "environments",
-    "servers", "categories", "action", "verify", "placeholders", "cwd", "env", "timeout",
-    "verify_timeout", "verify_delay", "approvals_required", "requires_approval", "cooldown",
-    "max_runs", "window", "recurrence_window",
+    "servers", "categories", "precheck", "action", "verify", "placeholders", "cwd", "env", "timeout",
+    "precheck_timeout", "verify_timeout", "verify_delay", "approvals_required", "requires_approval",
+    "cooldown", "max_runs", "window", "recurrence_window",
 )
 _MATCH_KEYS = ("any", "all", "in")
-_PLACEHOLDER_KEYS = ("from", "alert", "setting", "default", "validate", "map")
+_PLACEHOLDER_KEYS = ("from", "alert", "setting", "default", "validate", "grammar", "map")
 _CONDITION_KEYS = ("projects", "environments", "servers")
 
 
@@ -93,6 +105,102 @@ class PatternError(Exception):
         super().__init__(f"{len(self.problems)} problem(s) in the pattern file:\n{lines}")
 
 
+# -- placeholder grammars: a registry's own name rules, written once in code ------------------
+#
+# A `validate` regex says what the operator expects; a grammar says what the package manager
+# will actually treat as a registry name. `npm install evil.tgz` installs a file from the
+# working directory (and runs its install scripts); `pip install x.zip` does the same. So a
+# placeholder that names a package says `grammar = "npm-package"` or "pypi-distribution",
+# and a value must pass both.
+
+NPM_NAME_MAX = 214
+# @scope/name or name: lowercase, url-safe, no leading '.', '_' or '-' (validate-npm-package-name,
+# minus the characters npm no longer accepts in new names and minus anything a shell or npm's
+# spec parser reads specially: '@' after the scope is a version, ':' a protocol, '/' a path).
+_NPM_NAME_RE = re.compile(r"(?:@(?P<scope>[a-z0-9][a-z0-9._-]*)/)?(?P<name>[a-z0-9][a-z0-9._-]*)")
+# npm-package-arg reads an unscoped spec ending like this as a local tarball.
+_NPM_TARBALL_SUFFIXES = (".tgz", ".tar.gz", ".tar")
+_NPM_RESERVED = frozenset({"node_modules", "favicon.ico"})
+#: Node resolves these to its built-in module before node_modules, so no npm package can fix a
+#: "Cannot find module" for them (require('module').builtinModules of Node 20, top level).
+NODE_CORE_MODULES = frozenset(
+    {"assert", "async_hooks", "buffer", "child_process", "cluster", "console", "constants", "crypto", "dgram",
+     "diagnostics_channel", "dns", "domain", "events", "fs", "http", "http2", "https", "inspector", "module",
+     "net", "os", "path", "perf_hooks", "process", "punycode", "querystring", "readline", "repl", "stream",
+     "string_decoder", "sys", "timers", "tls", "trace_events", "tty", "url", "util", "v8", "vm", "wasi",
+     "worker_threads", "zlib"}
+)
+# PEP 508 / PEP 503 project name: letters, digits, '.', '_', '-', starting and ending alphanumeric.
+_PYPI_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+# pip installs a requirement ending like this from a file in its working directory.
+_PIP_ARCHIVE_SUFFIXES = (".zip", ".whl", ".tar", ".tgz", ".tar.gz", ".tbz", ".tar.bz2", ".txz", ".tar.xz",
+                         ".tlz", ".tar.lz", ".tar.lzma")
+
+
+def npm_package_refusal(value: str) -> str | None:
+    """Why ``value`` is not a bare npm registry package name, or None when it is one."""
+    if not value or len(value) > NPM_NAME_MAX:
+        return f"is not 1 to {NPM_NAME_MAX} characters long (npm's limit)"
+    if _NPM_NAME_RE.fullmatch(value) is None:
+        return ("is not an npm package name (lowercase letters, digits, '.', '_', '-', optionally @scope/name; "
+                "no path, URL, git, alias or version spec)")
+    if value.endswith(_NPM_TARBALL_SUFFIXES):
+        return "names a tarball file, which npm would install from the working directory"
+    if value in _NPM_RESERVED:
+        return "is a name npm reserves"
+    if value in NODE_CORE_MODULES:
+        return "is a Node.js core module: Node loads its own before node_modules, npm cannot provide it"
+    return None
+
+
+def pypi_distribution_refusal(value: str) -> str | None:
+    """Why ``value`` is not a bare PyPI project name, or None when it is one."""
+    if not value or len(value) > MAX_VALUE_LEN:
+        return f"is not 1 to {MAX_VALUE_LEN} characters long"
+    if _PYPI_NAME_RE.fullmatch(value) is None:
+        return ("is not a PyPI project name (PEP 508: letters, digits, '.', '_', '-', starting and ending with "
+                "a letter or digit; no version, extra, URL, path or option)")
+    if value.lower().endswith(_PIP_ARCHIVE_SUFFIXES):
+        return "names an archive file, which pip would install from the working directory"
+    return None
+
+
+#: The named grammars a placeholder may reference with ``grammar = "..."``.
+GRAMMARS: Mapping[str, Callable[[str], str | None]] = {
+    "npm-package": npm_package_refusal,
+    "pypi-distribution": pypi_distribution_refusal,
+}
+
+
+# -- where a fix runs ----------------------------------------------------------------------------
+#
+# Every command runs on the machine the bot runs on. An error that names another server
+# ("web-03") is not fixed by restarting a unit here, so a pattern applies only to errors from
+# this host (or that name no server) unless it lists the `servers` it is meant for.
+
+
+def host_key(name: str) -> str:
+    """A host name as compared: case-insensitive, without a trailing dot or spaces."""
+    return name.strip().rstrip(".").lower()
+
+
+def this_host() -> str:
+    """The name of the machine the commands run on, as shown on cards."""
+    return socket.gethostname() or "localhost"
+
+
+@functools.cache
+def local_host_names() -> tuple[str, ...]:
+    """This machine's names: its host name, the short form, the FQDN, localhost, 127.0.0.1."""
+    name = socket.gethostname()
+    try:
+        fqdn = socket.getfqdn()
+    except OSError:  # no resolver: the plain host name still counts
+        fqdn = name
+    names = [name, name.split(".", 1)[0], fqdn, "localhost", "127.0.0.1"]
+    return tuple(dict.fromkeys(host_key(n) for n in names if n and host_key(n)))
+
+
 @dataclass(frozen=True, eq=False)
 class Placeholder:
     """Where a ``{name}`` in an argv gets its value, and what that value must look like.
@@ -102,7 +210,8 @@ class Placeholder:
     The first that yields a value wins; if that value is then refused the whole match is
     refused (no silent fall-back to another source). A text value that is a key of
     ``mapping`` is replaced by the mapped value (written by the operator, e.g.
-    psycopg2 -> psycopg2-binary). The final value must fully match ``validate``.
+    psycopg2 -> psycopg2-binary). The final value must fully match ``validate`` and, when
+    ``grammar`` names one of :data:`GRAMMARS`, pass that package registry's name rules too.
     """
 
     name: str
@@ -112,6 +221,7 @@ class Placeholder:
     default: str | None = None
     validate: re.Pattern[str] | None = None
     mapping: Mapping[str, str] = field(default_factory=dict)
+    grammar: str | None = None
 
     @property
     def from_text(self) -> bool:
@@ -144,6 +254,10 @@ class Placeholder:
                     return None, f"{{{self.name}}} refused: {raw!r} {unsafe}"
         if self.validate is not None and not self.validate.fullmatch(value):
             return None, f"{{{self.name}}} refused: {value!r} does not match {self.validate.pattern!r}"
+        if self.grammar is not None:
+            wrong = GRAMMARS[self.grammar](value)
+            if wrong:
+                return None, f"{{{self.name}}} refused: {value!r} {wrong}"
         return value, None
 
 
@@ -160,10 +274,12 @@ class Pattern:
     fields: tuple[str, ...] = TEXT_FIELDS
     steps: tuple[tuple[str, ...], ...] = ()  # argv templates, run in order
     verify: tuple[str, ...] | None = None
+    precheck: tuple[str, ...] | None = None  # runs first; a non-zero exit means the steps do not run
     placeholders: Mapping[str, Placeholder] = field(default_factory=dict)
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 120.0
+    precheck_timeout: float = 60.0
     verify_timeout: float = 60.0
     verify_delay: float = 0.0
     projects: frozenset[str] | None = None
@@ -204,6 +320,19 @@ class Pattern:
             self.categories is not None and category is not None and category not in self.categories
         )
 
+    def host_refusal(self, server: str | None, hosts: Collection[str]) -> str | None:
+        """Why this pattern's commands, which run on this machine, do not fit an error from
+        ``server``; None when they do.
+
+        A pattern that lists ``servers`` has chosen its servers itself (checked with the other
+        conditions). Otherwise the error must come from one of ``hosts`` (host keys, see
+        :func:`host_key`) or name no server at all.
+        """
+        if self.servers is not None or not server or host_key(server) in hosts:
+            return None
+        shown = server if len(server) <= 80 else server[:79] + "…"  # alert text: keep the line short
+        return f"no local fix: the error came from {shown}"
+
     def rate_limit_reason(self, run_times: Sequence[float], now: float) -> str | None:
         """Why this pattern may not run now given its past run times (epoch s), or None.
 
@@ -226,7 +355,8 @@ class PatternMatch:
     """A pattern that applies to an alert, with its argv rendered.
 
     ``refused`` is set (and ``argv`` empty) when the pattern's regexes matched but a
-    placeholder value was refused: useful to explain, never runnable.
+    placeholder value was refused, or the error came from another server (``elsewhere``):
+    useful to explain, never runnable.
     """
 
     pattern: Pattern
@@ -237,6 +367,9 @@ class PatternMatch:
     env: dict[str, str] = field(default_factory=dict)
     refused: str | None = None
     evidence: str = ""  # the text the first matching regex matched
+    precheck: list[str] | None = None
+    #: set (with ``refused``) when the fix would apply but the error came from another server
+    elsewhere: str | None = None
 
     @property
     def runnable(self) -> bool:
@@ -256,7 +389,8 @@ class PatternMatch:
         else:
             n = p.approvals_required
             approvals = f"{n} approval{'s' if n != 1 else ''}"
-        return f"{p.id} — {self.command_text()} — {approvals}"
+        checked = " — only if its precheck passes" if self.precheck else ""
+        return f"{p.id} — {self.command_text()}{checked} — {approvals}"
 
 
 def unsafe_reason(value: str) -> str | None:
@@ -312,11 +446,14 @@ def _shell_reason(argv: Sequence[str]) -> str | None:
 class PatternSet:
     """The loaded allow-list. Immutable; build it with :func:`load_patterns`."""
 
-    def __init__(self, patterns: Sequence[Pattern], settings: Mapping[str, str], source: str) -> None:
+    def __init__(self, patterns: Sequence[Pattern], settings: Mapping[str, str], source: str,
+                 hosts: Collection[str] | None = None) -> None:
         self._patterns = tuple(patterns)
         self._by_id = {p.id: p for p in self._patterns}
         self.settings: dict[str, str] = dict(settings)
         self.source = source
+        #: errors from these hosts (or naming none) get fixes; default: this machine's names
+        self.hosts: frozenset[str] = host_keys(hosts)
 
     @staticmethod
     def check_file(path: Path | None = None, settings: Mapping[str, str] | None = None) -> list[str]:
@@ -340,38 +477,48 @@ class PatternSet:
     def get(self, pattern_id: str) -> Pattern | None:
         return self._by_id.get(pattern_id)
 
-    def match(self, alert: Alert, category: Category | str | None = None) -> PatternMatch | None:
+    def match(self, alert: Alert, category: Category | str | None = None, *,
+              hosts: Collection[str] | None = None) -> PatternMatch | None:
         """The first pattern (file order) that applies and whose placeholders all validate.
 
-        Returns only runnable matches: a pattern whose placeholder is refused is skipped
+        Returns only runnable matches: a pattern whose placeholder is refused, or that does
+        not fit the server the error came from (``hosts``, default :attr:`hosts`), is skipped
         (use :meth:`evaluate` to see why).
         """
-        for candidate in self._candidates(alert, category):
+        for candidate in self._candidates(alert, category, hosts):
             if candidate.runnable:
                 return candidate
         return None
 
-    def evaluate(self, alert: Alert, category: Category | str | None = None) -> PatternMatch | None:
-        """Like :meth:`match`, but when nothing runnable applies, return the first refused
-        match (``refused`` set, ``argv`` empty) so a human can see why. Never run it."""
+    def evaluate(self, alert: Alert, category: Category | str | None = None, *,
+                 hosts: Collection[str] | None = None) -> PatternMatch | None:
+        """Like :meth:`match`, but when nothing runnable applies, return a refused match
+        (``refused`` set, ``argv`` empty) so a human can see why. Never run it.
+
+        A fix refused only because the error came from another server (``elsewhere``) is
+        preferred over other refusals: "no local fix" is what the card should say then.
+        """
         first_refused: PatternMatch | None = None
-        for candidate in self._candidates(alert, category):
+        for candidate in self._candidates(alert, category, hosts):
             if candidate.runnable:
                 return candidate
-            if first_refused is None:
+            if first_refused is None or (candidate.elsewhere and not first_refused.elsewhere):
                 first_refused = candidate
         return first_refused
 
-    def _candidates(self, alert: Alert, category: Category | str | None) -> Iterator[PatternMatch]:
+    def _candidates(self, alert: Alert, category: Category | str | None,
+                    hosts: Collection[str] | None) -> Iterator[PatternMatch]:
         cat = Category(category) if category is not None else None
+        keys = self.hosts if hosts is None else host_keys(hosts)
         for pattern in self._patterns:
             if not pattern.enabled or not pattern.has_action:
                 continue
-            found = self._try(pattern, alert, cat)
+            found = self._try(pattern, alert, cat, keys)
             if found is not None:
                 yield found
 
-    def _try(self, pattern: Pattern, alert: Alert, category: Category | None) -> PatternMatch | None:
+    def _try(self, pattern: Pattern, alert: Alert, category: Category | None,
+             hosts: frozenset[str]) -> PatternMatch | None:
         if not pattern.conditions_hold(alert, category):
             return None
         text = pattern.text_of(alert)
@@ -408,10 +555,16 @@ class PatternSet:
         lookup = {**self.settings, **values}
         argv = [[render(a, lookup) for a in step] for step in pattern.steps]
         verify = [render(a, lookup) for a in pattern.verify] if pattern.verify else None
-        for cmd in [*argv, *([verify] if verify else [])]:
+        precheck = [render(a, lookup) for a in pattern.precheck] if pattern.precheck else None
+        for cmd in [*argv, *([verify] if verify else []), *([precheck] if precheck else [])]:
             shell = _shell_reason(cmd)
             if shell:
                 return refused(shell)
+        # Checked last, so "no local fix" is only said of a fix that would otherwise be proposed.
+        elsewhere = pattern.host_refusal(alert.server, hosts)
+        if elsewhere:
+            return PatternMatch(pattern, [], None, {}, refused=elsewhere, evidence=evidence,
+                                elsewhere=alert.server)
         used = {n for t in _all_templates(pattern) for n in (_template_names(t) or [])}
         return PatternMatch(
             pattern=pattern,
@@ -421,7 +574,14 @@ class PatternSet:
             cwd=render(pattern.cwd, lookup) if pattern.cwd else None,
             env={k: render(v, lookup) for k, v in pattern.env.items()},
             evidence=evidence,
+            precheck=precheck,
         )
+
+
+def host_keys(hosts: Collection[str] | None) -> frozenset[str]:
+    """Host names as compared (see :func:`host_key`); None: this machine's names."""
+    names = local_host_names() if hosts is None else hosts
+    return frozenset(k for k in (host_key(h) for h in names) if k)
 
 
 def _all_templates(pattern: Pattern) -> Iterator[str]:
@@ -429,6 +589,8 @@ def _all_templates(pattern: Pattern) -> Iterator[str]:
         yield from step
     if pattern.verify:
         yield from pattern.verify
+    if pattern.precheck:
+        yield from pattern.precheck
     if pattern.cwd:
         yield pattern.cwd
     yield from pattern.env.values()
@@ -439,11 +601,13 @@ def default_patterns_path() -> Path:
     return Path(str(resources.files("patterns").joinpath("default.toml")))
 
 
-def load_patterns(path: Path | None = None, *, settings: Mapping[str, str] | None = None) -> PatternSet:
+def load_patterns(path: Path | None = None, *, settings: Mapping[str, str] | None = None,
+                  hosts: Collection[str] | None = None) -> PatternSet:
     """Load and validate a pattern file (None: the packaged default).
 
     ``settings`` overrides/extends the file's ``[settings]`` (e.g. the app directory or
-    the interpreter path from the bot's own configuration).
+    the interpreter path from the bot's own configuration). ``hosts`` are the servers whose
+    errors may be fixed here (``FIX_HOSTS``; default: this machine's names).
     Raises :class:`PatternError` listing every problem with where it is.
     """
     source_path = default_patterns_path() if path is None else Path(path)
@@ -456,7 +620,7 @@ def load_patterns(path: Path | None = None, *, settings: Mapping[str, str] | Non
     patterns, merged = loader.load(text, settings or {})
     if loader.problems:
         raise PatternError(loader.problems)
-    return PatternSet(patterns, merged, source)
+    return PatternSet(patterns, merged, source, hosts)
 
 
 class _Loader:
@@ -549,12 +713,8 @@ class _Loader:
                     f"pattern '{pid}' has category '{category.value}', which may not carry an action "
                     f"(only {allowed} may): such errors need a human fix, not an automatic one",
                 )
-        verify: tuple[str, ...] | None = None
-        if "verify" in spec:
-            parsed = self.argv_steps(f"{where}.verify", spec["verify"], allow_steps=False)
-            verify = parsed[0] if parsed else None
-            if "action" not in spec:
-                self.err(f"{where}.verify", "a verify command needs an action to verify")
+        verify = self.single_argv(where, spec, "verify", "a verify command needs an action to verify")
+        precheck = self.single_argv(where, spec, "precheck", "a precheck needs an action to guard")
 
         cwd = spec.get("cwd")
         if cwd is not None and (not isinstance(cwd, str) or not cwd):
@@ -563,6 +723,9 @@ class _Loader:
         env = self.env(f"{where}.env", spec.get("env", {}))
 
         timeout = self.number(f"{where}.timeout", spec.get("timeout"), 120.0, low=0.1, high=MAX_TIMEOUT)
+        precheck_timeout = self.number(
+            f"{where}.precheck_timeout", spec.get("precheck_timeout"), min(timeout, 60.0), low=0.1, high=MAX_TIMEOUT
+        )
         verify_timeout = self.number(
             f"{where}.verify_timeout", spec.get("verify_timeout"), min(timeout, 60.0), low=0.1, high=MAX_TIMEOUT
         )
@@ -590,7 +753,7 @@ class _Loader:
         placeholders = self.placeholders(
             f"{where}.placeholders", spec.get("placeholders", {}), match_any + match_all, settings
         )
-        self.check_templates(where, steps, verify, cwd, env, placeholders, settings)
+        self.check_templates(where, steps, verify, precheck, cwd, env, placeholders, settings)
 
         if len(self.problems) > n_before or category is None:
             return None
@@ -604,10 +767,12 @@ class _Loader:
             fields=fields,
             steps=tuple(steps),
             verify=verify,
+            precheck=precheck,
             placeholders=placeholders,
             cwd=cwd,
             env=env,
             timeout=timeout,
+            precheck_timeout=precheck_timeout,
             verify_timeout=verify_timeout,
             verify_delay=verify_delay,
             projects=conditions["projects"],
@@ -675,6 +840,9 @@ class _Loader:
     def regex(self, where: str, raw: Any, flags: int = REGEX_FLAGS) -> re.Pattern[str] | None:
         if not isinstance(raw, str) or not raw:
             self.err(where, "must be a non-empty regex string")
+            return None
+        if NESTED_QUANTIFIER_RE.search(raw):
+            self.err(where, f"nested unbounded quantifier (like (a+)+) can backtrack catastrophically: {raw!r}")
             return None
         try:
             return re.compile(raw, flags)
@@ -755,6 +923,15 @@ class _Loader:
             out.append(tuple(argv))
         return out
 
+    def single_argv(self, where: str, spec: Mapping[str, Any], key: str, needs_action: str) -> tuple[str, ...] | None:
+        """``verify`` or ``precheck``: one argv list, only next to an action."""
+        if key not in spec:
+            return None
+        parsed = self.argv_steps(f"{where}.{key}", spec[key], allow_steps=False)
+        if "action" not in spec:
+            self.err(f"{where}.{key}", needs_action)
+        return parsed[0] if parsed else None
+
     def env(self, where: str, raw: Any) -> dict[str, str]:
         if not isinstance(raw, dict):
             self.err(where, "must be a table NAME = \"value\"")
@@ -811,6 +988,10 @@ class _Loader:
             elif group is not None or alert_field is not None:
                 self.err(f"{w}.validate", "required: a value taken from the alert must fully match a "
                                           "validation regex before it may fill an argument")
+            grammar = spec.get("grammar")
+            if grammar is not None and grammar not in GRAMMARS:
+                self.err(f"{w}.grammar", f"{grammar!r} is not a grammar (one of {', '.join(GRAMMARS)})")
+                grammar = None
             mapping = spec.get("map", {})
             if not isinstance(mapping, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
@@ -824,17 +1005,25 @@ class _Loader:
                 if isinstance(setting, str) and setting in settings and not validate.fullmatch(settings[setting]):
                     self.err(f"{w}.setting", f"the value of setting {setting!r} ({settings[setting]!r}) "
                                              "does not match this placeholder's validate regex")
+            if grammar is not None:
+                fixed = [("default", default), *((f"map.{k}", v) for k, v in mapping.items())]
+                if isinstance(setting, str) and setting in settings:
+                    fixed.append(("setting", settings[setting]))
+                for label, value in fixed:
+                    wrong = GRAMMARS[grammar](value) if isinstance(value, str) else None
+                    if wrong:
+                        self.err(f"{w}.{label}", f"{value!r} {wrong} (grammar {grammar!r})")
             if len(self.problems) > n_before:
                 continue
             out[name] = Placeholder(
                 name=name, group=group, alert_field=alert_field, setting=setting, default=default,
-                validate=validate, mapping=dict(mapping),
+                validate=validate, mapping=dict(mapping), grammar=grammar,
             )
         return out
 
     def check_templates(self, where: str, steps: Sequence[tuple[str, ...]], verify: tuple[str, ...] | None,
-                        cwd: str | None, env: Mapping[str, str], placeholders: Mapping[str, Placeholder],
-                        settings: Mapping[str, str]) -> None:
+                        precheck: tuple[str, ...] | None, cwd: str | None, env: Mapping[str, str],
+                        placeholders: Mapping[str, Placeholder], settings: Mapping[str, str]) -> None:
         """Every {name} must be defined; values from error text may not choose the program,
         the working directory or the environment."""
         spots: list[tuple[str, str, bool]] = []  # (where, template, may hold text-sourced values)
@@ -844,6 +1033,8 @@ class _Loader:
             spots += [(base, a, j > 0) for j, a in enumerate(step)]
         if verify:
             spots += [(f"{where}.verify", a, j > 0) for j, a in enumerate(verify)]
+        if precheck:
+            spots += [(f"{where}.precheck", a, j > 0) for j, a in enumerate(precheck)]
         if cwd:
             spots.append((f"{where}.cwd", cwd, False))
         spots += [(f"{where}.env.{k}", v, False) for k, v in env.items()]
@@ -861,9 +1052,11 @@ class _Loader:
                     self.err(spot, f"placeholder {{{name}}} takes its value from the alert and may not "
                                    "choose the program, the working directory or the environment")
         # a program given through a setting must not be a shell either
-        for i, step in enumerate([*steps, *([verify] if verify else [])]):
+        commands = [(f"{where}.action[{i}]", step) for i, step in enumerate(steps)]
+        commands += [(f"{where}.{key}", argv) for key, argv in (("verify", verify), ("precheck", precheck)) if argv]
+        for spot, step in commands:
             names = _template_names(step[0]) or []
             if names and all(n in settings and n not in placeholders for n in names):
                 shell = _shell_reason([render(step[0], settings), *step[1:]])
                 if shell:
-                    self.err(f"{where}.action[{i}]", shell)
+                    self.err(spot, shell)

@@ -48,7 +48,10 @@ class StepResult(NamedTuple):
 
 @dataclass
 class RunResult:
-    """What happened when a pattern ran. ``ok`` means every step and the verify passed."""
+    """What happened when a pattern ran. ``ok`` means the precheck, every step and the verify passed.
+
+    A precheck that said no leaves ``steps`` empty: nothing of the action ran.
+    """
 
     ok: bool
     steps: list[StepResult]
@@ -57,6 +60,11 @@ class RunResult:
     summary: str
     pattern_id: str = ""
     verify: StepResult | None = None
+    precheck: StepResult | None = None
+
+    @property
+    def precheck_refused(self) -> bool:
+        return self.precheck is not None and not self.precheck.ok
 
 
 def cut_text(text: str, limit: int) -> str:
@@ -101,6 +109,14 @@ class _Capture:
         head = self.head.decode("utf-8", "replace")
         tail = self.tail.decode("utf-8", "replace")
         return cut_text(f"{head}\n…[{dropped} bytes cut]…\n{tail}", limit)
+
+
+def _precheck_reason(step: StepResult, limit: int = 300) -> str:
+    """The precheck's own explanation (its last line of output), else how it ended."""
+    if step.timed_out:
+        return "it timed out (its process group was killed)"
+    said = [line.strip() for line in step.output.splitlines() if line.strip()]
+    return cut_text(said[-1], limit) if said else f"it exited {step.exit_code}"
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -164,6 +180,13 @@ class PatternRunner:
             return RunResult(False, [], None, 0.0, f"{pid}: not run — {reason}", pid)
         started = time.monotonic()
         env = self.environment(m.env)
+        precheck: StepResult | None = None
+        if m.precheck:
+            precheck = await self.run_step(m.precheck, cwd=m.cwd, env=env, timeout=m.pattern.precheck_timeout)
+            if not precheck.ok:
+                duration = time.monotonic() - started
+                summary = f"{pid}: not run — the precheck said no: {_precheck_reason(precheck)}"
+                return RunResult(False, [], None, duration, summary, pid, precheck=precheck)
         steps: list[StepResult] = []
         for argv in m.argv:
             step = await self.run_step(argv, cwd=m.cwd, env=env, timeout=m.pattern.timeout)
@@ -180,7 +203,7 @@ class PatternRunner:
         ok = ok and verify_ok is not False
         duration = time.monotonic() - started
         summary = self._summary(m, steps, verify, ok, duration)
-        return RunResult(ok, steps, verify_ok, duration, summary, pid, verify)
+        return RunResult(ok, steps, verify_ok, duration, summary, pid, verify, precheck)
 
     async def run_step(
         self, argv: Sequence[str], *, cwd: str | None, env: Mapping[str, str], timeout: float

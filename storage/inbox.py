@@ -15,7 +15,8 @@ class InboxItem:
     id: int
     source: str
     body: bytes
-    attempts: int
+    attempts: int  # times its work was started (claimed), including an interrupted one
+    started: bool = False  # its last attempt was interrupted before it ended
 
 
 class InboxRepository:
@@ -29,11 +30,20 @@ class InboxRepository:
 
     async def due(self, limit: int = 100) -> list[InboxItem]:
         rows = await self.db.fetchall(
-            "SELECT id, source, body, attempts FROM inbox WHERE state = 'pending' AND next_attempt_at <= ? "
+            "SELECT id, source, body, attempts, started FROM inbox WHERE state = 'pending' AND next_attempt_at <= ? "
             "ORDER BY id LIMIT ?",
             (time.time(), limit),
         )
-        return [InboxItem(r["id"], r["source"], bytes(r["body"]), r["attempts"]) for r in rows]
+        return [InboxItem(r["id"], r["source"], bytes(r["body"]), r["attempts"], bool(r["started"])) for r in rows]
+
+    async def claim(self, item_ids: list[int]) -> None:
+        """Count an attempt and mark the work started, committed before the work itself starts."""
+        for chunk in _chunks(item_ids):
+            marks = ",".join("?" * len(chunk))
+            await self.db.execute(
+                f"UPDATE inbox SET attempts = attempts + 1, started = 1 WHERE state = 'pending' AND id IN ({marks})",
+                chunk,
+            )
 
     async def next_due_at(self) -> float | None:
         row = await self.db.fetchone("SELECT MIN(next_attempt_at) FROM inbox WHERE state = 'pending'")
@@ -41,13 +51,13 @@ class InboxRepository:
 
     async def retry_later(self, item_id: int, error: str, delay: float) -> None:
         await self.db.execute(
-            "UPDATE inbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+            "UPDATE inbox SET started = 0, last_error = ?, next_attempt_at = ? WHERE id = ?",
             (error, time.time() + delay, item_id),
         )
 
     async def park(self, item_id: int, error: str) -> None:
         await self.db.execute(
-            "UPDATE inbox SET state = 'failed', attempts = attempts + 1, last_error = ?, processed_at = ? "
+            "UPDATE inbox SET state = 'failed', started = 0, last_error = ?, processed_at = ? "
             "WHERE id = ?",
             (error, now_db(), item_id),
         )
@@ -62,11 +72,10 @@ class InboxRepository:
 
     async def mark_done_many(self, item_ids: list[int]) -> None:
         now = now_db()
-        for start in range(0, len(item_ids), 500):
-            chunk = item_ids[start : start + 500]
+        for chunk in _chunks(item_ids):
             marks = ",".join("?" * len(chunk))
             await self.db.execute(
-                f"UPDATE inbox SET state = 'done', processed_at = ? WHERE state = 'pending' AND id IN ({marks})",
+                f"UPDATE inbox SET state = 'done', started = 0, processed_at = ? WHERE state = 'pending' AND id IN ({marks})",
                 (now, *chunk),
             )
 
@@ -93,3 +102,8 @@ class InboxRepository:
         return await self.db.execute(
             "DELETE FROM inbox WHERE state = 'done' AND processed_at < ?", (cutoff.isoformat(timespec="milliseconds"),)
         )
+
+
+def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    """SQLite limits the number of `?` in one statement."""
+    return [ids[start : start + size] for start in range(0, len(ids), size)]

@@ -15,6 +15,7 @@ from bot.models import (
     triage_from_dict,
     triage_to_dict,
 )
+from bot.storm import HeldBack
 from storage.db import Executor, Row
 from storage.timefmt import from_db, to_db
 
@@ -32,7 +33,7 @@ def _incident(row: Row) -> Incident:
         category=Category(row["category"]), triage=triage_from_dict(json.loads(row["triage_json"])),
         regression_of=row["regression_of"], chat_id=row["chat_id"], card_message_id=row["card_message_id"],
         muted_until=from_db(row["muted_until"]), resolved_at=from_db(row["resolved_at"]),
-        resolved_by=row["resolved_by"],
+        resolved_by=row["resolved_by"], card_deferred=row["card_deferred"],
     )
 
 
@@ -58,20 +59,54 @@ class IncidentRepository:
         )
         return row["id"] if row else None
 
+    async def fingerprint_states(self, fingerprints: list[str]) -> dict[str, tuple[int | None, int | None]]:
+        """fingerprint -> (open incident id, newest resolved id) for many fingerprints at once."""
+        found: dict[str, tuple[int | None, int | None]] = {}
+        for start in range(0, len(fingerprints), 500):
+            chunk = fingerprints[start : start + 500]
+            rows = await self.db.fetchall(
+                "SELECT fingerprint, MAX(CASE WHEN status = 'open' THEN id END) AS open_id, "
+                "MAX(CASE WHEN status = 'resolved' THEN id END) AS resolved_id FROM incidents "
+                f"WHERE fingerprint IN ({','.join('?' * len(chunk))}) GROUP BY fingerprint",
+                chunk,
+            )
+            found.update({r["fingerprint"]: (r["open_id"], r["resolved_id"]) for r in rows})
+        return found
+
+    async def held_back(self) -> list[HeldBack]:
+        """Incidents whose card waits for a storm summary."""
+        rows = await self.db.fetchall(
+            "SELECT id, source, priority, category, title, count, first_seen FROM incidents "
+            "WHERE card_deferred = 1 ORDER BY id"
+        )
+        return [
+            HeldBack(r["id"], r["source"], r["priority"], r["category"], r["title"], r["count"],
+                     from_db(r["first_seen"]) or datetime.min)
+            for r in rows
+        ]
+
+    async def mark_summarised(self, incident_ids: list[int]) -> None:
+        for start in range(0, len(incident_ids), 500):
+            chunk = incident_ids[start : start + 500]
+            await self.db.execute(
+                f"UPDATE incidents SET card_deferred = 2 WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            )
+
     async def create(
-        self, alert: Alert, triage: Triage, now: datetime, chat_id: int | None, regression_of: int | None
+        self, alert: Alert, triage: Triage, now: datetime, chat_id: int | None, regression_of: int | None,
+        *, card_deferred: bool = False,
     ) -> Incident:
         incident_id = await self.db.insert(
             "INSERT INTO incidents (fingerprint, source, kind, title, message, level, project, environment, "
             "release, server, url, stacktrace, external_id, tags_json, count, first_seen, last_seen, "
-            "priority, priority_original, category, triage_json, regression_of, chat_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "priority, priority_original, category, triage_json, regression_of, chat_id, card_deferred) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 alert.fingerprint, alert.source, alert.kind.value, alert.title, alert.message, alert.level,
                 alert.project, alert.environment, alert.release, alert.server, alert.url, alert.stacktrace,
                 alert.external_id, json.dumps(alert.tags), alert.count, to_db(now), to_db(now),
                 triage.priority.value, triage.priority.value, triage.category.value,
-                json.dumps(triage_to_dict(triage)), regression_of, chat_id,
+                json.dumps(triage_to_dict(triage)), regression_of, chat_id, int(card_deferred),
             ),
         )
         created = await self.get(incident_id)

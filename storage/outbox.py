@@ -14,6 +14,9 @@ from typing import Any
 from storage.db import Executor
 from storage.timefmt import now_db
 
+#: a chat message (announcements, replies, storm summaries): after P0 cards, before P1's
+MESSAGE_PRIORITY = 1
+
 
 @dataclass(frozen=True)
 class OutboxItem:
@@ -42,26 +45,31 @@ class OutboxRepository:
         incident_id: int | None = None,
         message_id: int | None = None,
         reply_to: int | None = None,
+        priority: int = MESSAGE_PRIORITY,
     ) -> int:
         return await self.db.insert(
-            "INSERT INTO outbox (chat_id, kind, incident_id, message_id, reply_to, payload, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (chat_id, kind, incident_id, message_id, reply_to, json.dumps(payload), now_db()),
+            "INSERT INTO outbox (chat_id, kind, incident_id, message_id, reply_to, payload, created_at, priority) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (chat_id, kind, incident_id, message_id, reply_to, json.dumps(payload), now_db(), priority),
         )
 
     async def put_card(
-        self, chat_id: int, incident_id: int, payload: dict[str, Any], has_message: bool
+        self, chat_id: int, incident_id: int, payload: dict[str, Any], has_message: bool, priority: int = 3
     ) -> None:
-        """Queue the newest rendering of an incident's card: replace a pending one, else add a row."""
+        """Queue the newest rendering of an incident's card: replace a pending one, else add a row.
+
+        `priority` is the incident's priority rank (0 for P0): the sender takes a chat's most
+        urgent row first."""
         # One statement in the common case (a storm: the card's row is still waiting for its turn).
         replaced = await self.db.execute(
-            "UPDATE outbox SET payload = ?, version = version + 1 WHERE incident_id = ? AND state = 'pending'",
-            (json.dumps(payload), incident_id),
+            "UPDATE outbox SET payload = ?, version = version + 1, priority = ? "
+            "WHERE incident_id = ? AND state = 'pending'",
+            (json.dumps(payload), priority, incident_id),
         )
         if replaced:
             return
         await self.add(
-            chat_id, payload, kind="edit" if has_message else "send", incident_id=incident_id
+            chat_id, payload, kind="edit" if has_message else "send", incident_id=incident_id, priority=priority
         )
 
     async def pending(self, limit: int = 500) -> list[OutboxItem]:
@@ -71,9 +79,12 @@ class OutboxRepository:
         )
 
     async def heads(self) -> list[OutboxItem]:
-        """The oldest pending row of each chat: all the sender may send now, in order per chat."""
+        """The most urgent pending row of each chat (oldest first within a priority): all the
+        sender may send now. A P0 card overtakes a queue of lower ones; equal ones keep their order."""
+        # SQLite takes the bare column `id` from the row that holds the MIN() of the group.
         return await self._items(
-            "WHERE o.id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY chat_id) ORDER BY o.id", ()
+            "WHERE o.id IN (SELECT id FROM (SELECT id, MIN(priority * 1000000000000 + id) FROM outbox "
+            "WHERE state = 'pending' GROUP BY chat_id)) ORDER BY o.priority, o.id", ()
         )
 
     async def _items(self, where: str, params: tuple[Any, ...]) -> list[OutboxItem]:

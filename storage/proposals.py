@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.models import Proposal, ProposalState
+from bot.proposals import check_transition
 from storage.db import Executor, Row
 from storage.timefmt import from_db, now_db, to_db
 
@@ -85,7 +86,9 @@ class ProposalRepository:
         by_id: int | None = None,
         result: str | None = None,
     ) -> bool:
-        """Compare-and-set: move only if the proposal is still in `from_state`."""
+        """Compare-and-set: move only if the proposal is still in `from_state`. The move itself must be
+        one the lifecycle allows (bot/proposals.py), else IllegalTransition: a bug, not a race."""
+        check_transition(from_state, to_state)
         now = now_db()
         sets = ["state = ?"]
         params: list[Any] = [to_state.value]
@@ -106,6 +109,16 @@ class ProposalRepository:
             f"UPDATE proposals SET {', '.join(sets)} WHERE id = ? AND state = ?", params
         )
         return changed == 1
+
+    async def supersede_pending(self, incident_id: int) -> list[int]:
+        """Close every still-pending proposal of an incident (it was resolved): a compare-and-set
+        on `pending`, so one approved a moment earlier keeps its approval. Returns their ids."""
+        rows = await self.db.fetchall(
+            "SELECT id FROM proposals WHERE incident_id = ? AND state = ? ORDER BY id",
+            (incident_id, ProposalState.PENDING.value),
+        )
+        return [row["id"] for row in rows
+                if await self.transition(row["id"], ProposalState.PENDING, ProposalState.SUPERSEDED)]
 
     async def in_state(self, state: ProposalState) -> list[Proposal]:
         rows = await self.db.fetchall(_SELECT + "WHERE p.state = ? ORDER BY p.id", (state.value,))

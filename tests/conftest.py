@@ -52,6 +52,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "telegram_rate_per_chat": 200.0,
         "telegram_group_per_minute": 100000,
         "telegram_rate_global": 1000.0,
+        # Storm summaries are tested on their own (tests/test_storms_and_poison.py).
+        "storm_cards_per_minute": 1000,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

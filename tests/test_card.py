@@ -260,6 +260,41 @@ def test_proposal_values_are_escaped() -> None:
     parse_html(card.text)
 
 
+# --------------------------------------------------------------------------- where a fix runs
+
+
+def test_a_fix_proposal_names_the_host_its_commands_run_on() -> None:
+    proposal = make_proposal(action={"argv": [["systemctl", "restart", "redis-server"]], "where": "runs on web-1"})
+    lines = visible(render_card(make_incident(), proposal=proposal, stage=4, now=NOW).text).splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("➡️ Proposal: restart_redis"))
+    assert lines[at + 1] == "🖥 runs on web-1"
+
+
+def test_an_error_from_another_server_says_there_is_no_local_fix() -> None:
+    proposal = make_proposal(kind="acknowledge", summary="acknowledge: I own this incident", approvals_required=1,
+                             approvals=[], action={"where": "no local fix: the error came from web-03"})
+    shown = visible(render_card(make_incident(server="web-03"), proposal=proposal, stage=4, now=NOW).text)
+    assert "➡️ Proposal: acknowledge: I own this incident · 0/1 approvals\n🖥 no local fix: the error came from web-03" \
+        in shown
+
+
+def test_a_proposal_without_a_host_line_renders_as_before() -> None:
+    shown = visible(render_card(make_incident(), proposal=make_proposal(action=None), stage=4, now=NOW).text)
+    assert "🖥" not in shown
+
+
+def test_the_host_line_is_escaped_and_kept_on_an_oversized_card() -> None:
+    incident = make_incident(title=BIG, message=BIG, project=BIG, server=BIG)
+    incident.triage = dataclasses.replace(incident.triage, likely_cause=BIG, tags=(BIG,))
+    proposal = make_proposal(summary=BIG, action={"where": f"no local fix: the error came from {BIG}"})
+    card = render_card(incident, proposal=proposal, stage=4, now=NOW)
+    assert len(card.text) <= TELEGRAM_TEXT_LIMIT and utf16_len(visible(card.text)) <= TELEGRAM_TEXT_LIMIT
+    assert "<script" not in card.text.lower()
+    parse_html(card.text)
+    shown = visible(card.text)
+    assert "➡️ Proposal:" in shown and "🖥 no local fix: the error came from <script>" in shown
+
+
 # --------------------------------------------------------------------------- buttons
 
 

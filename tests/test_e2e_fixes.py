@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -56,8 +57,9 @@ def button(card, prefix: str) -> str:
     return next(b["callback_data"] for row in card.buttons for b in row if b["callback_data"].startswith(prefix))
 
 
-def stuck(slot: str) -> dict:
-    return {"title": f"DemoFixableError: slot {slot} is stuck", "project": "jobs", "environment": "production"}
+def stuck(slot: str, server: str | None = None) -> dict:
+    alert = {"title": f"DemoFixableError: slot {slot} is stuck", "project": "jobs", "environment": "production"}
+    return {**alert, "server": server} if server else alert
 
 
 async def test_multi_approval_fix_runs_after_the_second_person(start_app, tmp_path):
@@ -191,6 +193,114 @@ async def test_auto_fix_is_stopped_by_the_kill_switch(start_app, tmp_path):
     refused = await h.wait_text(card.message_id, "kill switch")
     assert "did not start" in refused.plain_text
     assert not (tmp_path / "halt.done").exists()
+
+
+# -- where a fix runs: this host only ---------------------------------------------------------
+
+
+async def card_for(h, slot: str):
+    return await h.emu.wait_for(lambda: next((m for m in h.cards() if f"slot {slot} " in m.plain_text), None))
+
+
+async def test_an_error_from_another_server_gets_no_local_fix_and_the_card_says_so(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path), fix_hosts=["app-1"])
+    await h.post("generic", stuck("remote", server="web-03"))
+    card = await card_for(h, "remote")
+    assert "no local fix: the error came from web-03" in card.plain_text
+    assert "touch_fix" not in card.plain_text and "Proposal: acknowledge" in card.plain_text
+    await h.press(card.message_id, button(card, "ap:"))
+    await h.wait_text(card.message_id, "Done: acknowledge")
+    assert not (tmp_path / "remote.done").exists()
+
+
+async def test_an_error_from_this_host_gets_the_fix_and_the_card_names_the_host(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path), fix_hosts=["app-1"])
+    await h.post("generic", stuck("local", server="APP-1"))
+    card = await card_for(h, "local")
+    assert "Proposal: touch_fix" in card.plain_text
+    assert f"runs on {socket.gethostname()}" in card.plain_text and "names no server" not in card.plain_text
+    await h.press(card.message_id, button(card, "ap:"))
+    done = await h.wait_text(card.message_id, "Done: touch_fix")
+    assert f"runs on {socket.gethostname()}" in done.plain_text
+    assert (tmp_path / "local.done").read_text() == "fixed"
+
+
+async def test_an_alert_naming_no_server_gets_the_fix_with_a_note(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path), fix_hosts=["app-1"])
+    await h.post("generic", stuck("anywhere"))
+    card = await card_for(h, "anywhere")
+    assert "Proposal: touch_fix" in card.plain_text
+    assert f"the alert names no server; runs on {socket.gethostname()}" in card.plain_text
+
+
+async def test_fix_hosts_changed_between_approval_and_run_refuses(start_app, tmp_path):
+    patterns = fix_file(tmp_path)
+    h = await start_app(rollout_stage=4, patterns_file=patterns, fix_hosts=["app-1"])
+    await h.post("generic", stuck("moved", server="app-1"))
+    card = await card_for(h, "moved")
+    assert "Proposal: touch_fix" in card.plain_text
+    await h.app.stop()
+    # restarted with another FIX_HOSTS: app-1 is no longer this machine
+    h2 = await start_app(rollout_stage=4, patterns_file=patterns, fix_hosts=["app-2"])
+    await h2.press(card.message_id, button(card, "ap:"))
+    refused = await h2.wait_text(card.message_id, "did not start")
+    assert "no local fix: the error came from app-1" in refused.plain_text and "FIX_HOSTS" in refused.plain_text
+    assert not (tmp_path / "moved.done").exists()
+    await h2.app.decisions.wait_idle()
+    starts = [e.outcome for e in await AuditRepository(h2.app.db).list() if e.action == "action.start"]
+    assert starts == ["refused: no local fix: the error came from app-1, which is not in FIX_HOSTS (app-2)"]
+
+
+PRECHECK_TOML = """
+[settings]
+python = "{python}"
+marker_dir = "{marker_dir}"
+
+[patterns.guarded_fix]
+description = "test fix guarded by a precheck: it cleans only when the check says the slot is really full"
+category = "resource"
+match.any = ['''GuardedError: slot (?P<slot>[a-z]+) is full''']
+precheck = ["{{python}}", "-c", "import sys; ok = sys.argv[1] == 'full'; print('slot is full' if ok else 'slot ' + sys.argv[1] + ' has room: the full one is another'); sys.exit(0 if ok else 1)", "{{slot}}"]
+action = ["{{python}}", "-c", "import pathlib,sys; pathlib.Path(sys.argv[1]).write_text('cleaned')", "{{marker_dir}}/{{slot}}.cleaned"]
+cooldown = 0
+
+[patterns.guarded_fix.placeholders.slot]
+from = "slot"
+validate = '^[a-z]{{1,20}}$'
+"""
+
+
+def guarded_file(tmp_path: Path) -> Path:
+    path = tmp_path / "guarded.toml"
+    path.write_text(PRECHECK_TOML.format(python=sys.executable, marker_dir=tmp_path))
+    return path
+
+
+async def test_a_precheck_that_says_no_runs_nothing_and_the_card_says_why(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=guarded_file(tmp_path))
+    await h.post("generic", {"title": "GuardedError: slot roomy is full"})
+    card = await card_for(h, "roomy")
+    assert "only if its precheck passes" in card.plain_text
+    await h.press(card.message_id, button(card, "ap:"))
+    failed = await h.wait_text(card.message_id, "Failed: guarded_fix")
+    assert "not run — the precheck said no: slot roomy has room: the full one is another" in failed.plain_text
+    assert not (tmp_path / "roomy.cleaned").exists()
+    await h.app.decisions.wait_idle()
+    finish = next(e for e in await AuditRepository(h.app.db).list() if e.action == "action.finish")
+    assert finish.outcome == "failed" and finish.detail["action_ran"] is False and finish.detail["steps"] == []
+    assert finish.detail["precheck"]["exit_code"] == 1
+
+
+async def test_a_precheck_that_passes_lets_the_action_run(start_app, tmp_path):
+    h = await start_app(rollout_stage=4, patterns_file=guarded_file(tmp_path))
+    await h.post("generic", {"title": "GuardedError: slot full is full"})
+    card = await card_for(h, "full")
+    await h.press(card.message_id, button(card, "ap:"))
+    await h.wait_text(card.message_id, "Done: guarded_fix")
+    assert (tmp_path / "full.cleaned").read_text() == "cleaned"
+    await h.app.decisions.wait_idle()
+    finish = next(e for e in await AuditRepository(h.app.db).list() if e.action == "action.finish")
+    assert finish.detail["action_ran"] is True and finish.detail["precheck"]["exit_code"] == 0
 
 
 # -- the real Redis ------------------------------------------------------------------------

@@ -127,8 +127,12 @@ async def test_bad_requests_are_refused_with_reasons_and_store_nothing(start_app
     assert row[0] == 0
     audit = await AuditRepository(h.app.db).list()
     rejected = [e for e in audit if e.action == "webhook.rejected"]
-    assert len(rejected) == 7  # the path without a token never reaches the handler
+    # Only the refusals that carried the right token are audited; strangers are counted in memory.
+    assert sorted(e.outcome for e in rejected) == ["http 400", "http 413", "http 422", "http 422", "http 422"]
     assert all(WEBHOOK_TOKEN_NOT_IN(e.detail) for e in rejected)
+    health = (await h.client.get(f"{h.base}/healthz")).json()
+    assert health["rejected"]["not_found"] == 2  # wrong token, unknown source
+    assert health["rejected"]["invalid"] == 3 and health["rejected"]["too_large"] == 1
 
 
 def WEBHOOK_TOKEN_NOT_IN(detail: dict) -> bool:  # noqa: N802 - reads as a sentence in the assert
@@ -143,6 +147,8 @@ async def test_healthz_reports_queue_depths(start_app):
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok" and body["inbox_depth"] == 0 and body["outbox_depth"] == 0
+    assert body["rejected"] == {reason: 0 for reason in body["rejected"]} and "not_found" in body["rejected"]
+    assert body["connections"]["open"] == 1 and body["connections"]["max"] >= 1
 
 
 async def test_telegram_429_and_500_delay_but_deliver_every_card_once_in_order(start_app):

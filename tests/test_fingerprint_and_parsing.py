@@ -15,7 +15,7 @@ from bot.fingerprint import (
     normalise_title,
     title_fingerprint,
 )
-from bot.ingest import PayloadError, parse_payload
+from bot.ingest import MESSAGE_MAX, STACK_MAX, TITLE_MAX, PayloadError, parse_payload
 from bot.models import AlertKind
 
 GLITCHTIP = Path(__file__).resolve().parent / "data" / "glitchtip"
@@ -315,3 +315,96 @@ def test_unknown_source_is_404() -> None:
     error = refused("sentry", body({"title": "x"}))
     assert error.status == 404
     assert "sentry" in error.reason
+
+
+# --------------------------------------------------------------------------- bounds at parse
+
+
+def test_glitchtip_long_text_is_cut_with_the_cut_marked_never_refused() -> None:
+    data = sample("issue_alert_v2.json")
+    att = data["attachments"][0]
+    att["title"] = "9" * 40_000
+    att["text"] = "culprit " * 5_000
+    att["fields"] += [{"title": f"tag{i}", "value": "v" * 5_000} for i in range(200)]
+    data["sections"] = [{"activitySubtitle": "[View Issue X-1](y) " * 10_000}] * 12
+    (alert,) = parse_payload("glitchtip", body(data)).alerts
+    assert len(alert.title) <= TITLE_MAX and alert.title.startswith("9" * 1_900)
+    assert alert.title.endswith("chars cut]") and "38," in alert.title  # says how much was cut
+    assert len(alert.message) <= MESSAGE_MAX and alert.message.startswith("culprit culprit")
+    assert alert.project == "ai-admin-api"  # the fields GlitchTip sends first are kept
+    assert 0 < len(alert.tags) <= 50
+    assert all(len(value) <= 1000 for value in alert.tags.values())
+
+
+def test_more_issues_than_glitchtip_ever_sends_is_refused_naming_the_limit() -> None:
+    one = sample("issue_alert_v2.json")["attachments"][0]
+    error = refused("glitchtip", body({"text": "GlitchTip Alert", "attachments": [one] * 5_000}))
+    assert error.status == 422
+    assert error.reason.startswith("attachments: at most 10 issues per body") and "5000" in error.reason
+    assert len(parse_payload("glitchtip", body({"attachments": [one] * 10})).alerts) == 10
+
+
+def test_generic_stack_keeps_its_head_and_its_crashing_end() -> None:
+    frames = ["Traceback (most recent call last):"] + [f'  File "app.py", line {i}, in f{i}' for i in range(20_000)]
+    frames.append("ZeroDivisionError: division by zero")
+    (alert,) = parse_payload("generic", body({"title": "ZeroDivisionError", "stacktrace": frames,
+                                              "message": "m" * 50_000})).alerts
+    assert len(alert.stacktrace) <= STACK_MAX
+    assert alert.stacktrace.startswith("Traceback (most recent call last):")
+    assert alert.stacktrace.endswith("ZeroDivisionError: division by zero")
+    assert "chars cut]" in alert.stacktrace
+    assert len(alert.message) == MESSAGE_MAX and alert.message.endswith("chars cut]")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"title": "x", "count": 1e23}',
+        b'{"title": "x", "count": 100000000000000000000000000000}',
+        b'{"title": "x", "count": 1000000001}',
+        b'{"title": "x", "count": 1.5}',
+        b'{"title": "x", "count": -1}',
+        b'{"title": "x", "count": "' + b"9" * 5_000 + b'"}',
+    ],
+)
+def test_generic_count_is_bounded_422(raw: bytes) -> None:
+    error = refused("generic", raw)
+    assert error.status == 422 and error.reason.startswith("count:"), error.reason
+
+
+def test_generic_count_up_to_a_billion_is_taken() -> None:
+    (alert,) = parse_payload("generic", b'{"title": "x", "count": 1000000000}').alerts
+    assert alert.count == 1_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b'{"title": "x", "count": ' + b"1" * 5_000 + b"}", "digits"),
+        (b'{"title": "x", "count": NaN}', "NaN"),
+        (b'{"title": "x", "count": Infinity}', "Infinity"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested"),
+        (b'{"title": "x", "extra": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}", "nested"),
+        ('{"title": "é"}'.encode("utf-16"), "UTF-8"),
+    ],
+)
+def test_bodies_python_would_choke_on_are_400_with_the_reason(raw: bytes, words: str) -> None:
+    for source in ("generic", "glitchtip"):
+        error = refused(source, raw)
+        assert error.status == 400 and words in error.reason, error.reason
+
+
+def test_moderate_nesting_in_unknown_keys_is_fine() -> None:
+    raw = b'{"title": "x", "extra": ' + b'{"a": ' * 20 + b"1" + b"}" * 20 + b"}"
+    assert parse_payload("generic", raw).alerts[0].title == "x"
+
+
+def test_lone_surrogates_become_question_marks_and_pairs_stay_characters() -> None:
+    raw = rb'{"title": "FileNotFoundError: /tmp/\udcff \ud83d\ude00", "message": "\ud800", "stacktrace": ["\udfff"]}'
+    (alert,) = parse_payload("generic", raw).alerts
+    assert alert.title == "FileNotFoundError: /tmp/? \U0001F600"
+    assert alert.message == "?" and alert.stacktrace == "?"
+    data = sample("issue_alert_v1.json")
+    data["attachments"][0]["fields"].append({"title": "path\udcff", "value": "\udcff"})
+    (glitch,) = parse_payload("glitchtip", json.dumps(data).encode()).alerts
+    assert glitch.tags["path?"] == "?"

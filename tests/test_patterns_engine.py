@@ -203,6 +203,31 @@ def test_check_file_lists_every_problem_at_once_with_where(tmp_path: Path) -> No
         ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['(?P<v>x)']\naction=['a']\ncwd='{v}'\n"
          "[patterns.x.placeholders.v]\nfrom='v'\nvalidate='^[a-z]$'\n", "working directory"),
         ("unknown_top = 1\n", "unknown key"),
+        # regexes that backtrack catastrophically, refused like the triage rules refuse them
+        ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['(a+)+b']\naction=['a']\n",
+         "patterns.x.match.any[0]: nested unbounded quantifier"),
+        ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['x']\nexclude=['(\\w*)*y']\naction=['a']\n",
+         "patterns.x.exclude[0]: nested unbounded quantifier"),
+        ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['(?P<v>x)']\naction=['a', '{v}']\n"
+         "[patterns.x.placeholders.v]\nfrom='v'\nvalidate='^(?:[a-z]+)+$'\n", "nested unbounded quantifier"),
+        # grammars: a known name, and fixed values that obey it
+        ("[patterns.x]\ndescription='d'\ncategory='dependency'\nmatch=['(?P<v>x)']\naction=['a', '{v}']\n"
+         "[patterns.x.placeholders.v]\nfrom='v'\nvalidate='^.+$'\ngrammar='cargo-crate'\n",
+         "patterns.x.placeholders.v.grammar"),
+        ("[patterns.x]\ndescription='d'\ncategory='dependency'\nmatch=['(?P<v>x)']\naction=['pip', 'install', '{v}']\n"
+         "[patterns.x.placeholders.v]\nfrom='v'\nvalidate='^.+$'\ngrammar='pypi-distribution'\n"
+         "map={x='evil.zip'}\n", "patterns.x.placeholders.v.map.x"),
+        ("[patterns.x]\ndescription='d'\ncategory='dependency'\nmatch=['(?P<v>x)']\naction=['npm', 'i', '{v}']\n"
+         "[patterns.x.placeholders.v]\nfrom='v'\nvalidate='^.+$'\ngrammar='npm-package'\ndefault='evil.tgz'\n",
+         "tarball"),
+        # precheck: one argv, next to an action, no shell, and text may not choose its program
+        ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['x']\nprecheck=['true']\n", "needs an action"),
+        ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['x']\naction=['a']\nprecheck='test -d /x'\n",
+         "patterns.x.precheck: a shell string is refused"),
+        ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['x']\naction=['a']\nprecheck=['bash', '-c', 'x']\n",
+         "patterns.x.precheck: runs a shell"),
+        ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['(?P<v>x)']\naction=['a']\nprecheck=['{v}']\n"
+         "[patterns.x.placeholders.v]\nfrom='v'\nvalidate='^[a-z]$'\n", "patterns.x.precheck: placeholder {v}"),
     ],
 )
 def test_each_kind_of_mistake_is_reported(tmp_path: Path, body: str, where: str) -> None:
@@ -315,7 +340,7 @@ def test_placeholder_sources_map_and_settings_override(tmp_path: Path) -> None:
         default = "unknown"
         validate = '^[a-z0-9-]+$'
     """)
-    pset = load_patterns(path, settings={"app_dir": "/opt/app"})
+    pset = load_patterns(path, settings={"app_dir": "/opt/app"}, hosts=["web-1"])
     m = pset.match(alert("down on 5432", server="web-1"))
     assert m is not None
     assert m.argv == [["systemctl", "restart", "postgresql"], ["logger", "web-1"]]
@@ -328,6 +353,22 @@ def test_placeholder_sources_map_and_settings_override(tmp_path: Path) -> None:
     refused = pset.evaluate(alert("down on 5433"))
     assert refused is not None and not refused.runnable and refused.argv == []
     assert "5433" in (refused.refused or "") and "refused" in refused.summary()
+
+
+def test_the_default_file_passes_the_backtracking_check_like_the_triage_rules() -> None:
+    from bot.triage.rules import _NESTED_QUANTIFIER_RE
+
+    for p in load_patterns():
+        for rx in (*p.match_any, *p.match_all, *p.exclude):
+            assert not _NESTED_QUANTIFIER_RE.search(rx.pattern), (p.id, rx.pattern)
+
+
+def test_precheck_is_rendered_and_shown_in_the_summary() -> None:
+    m = load_patterns(settings={"python": "/usr/bin/python3", "disk_min_free": "5"}).match(
+        alert("OSError: [Errno 28] No space left on device"))
+    assert m is not None and m.pattern.id == "cleanup_disk"
+    assert m.precheck is not None and m.precheck[0] == "/usr/bin/python3" and m.precheck[-3:] == ["5", "/", "/var/log"]
+    assert "only if its precheck passes" in m.summary()
 
 
 def test_render_is_one_pass_and_keeps_literal_braces() -> None:
@@ -360,11 +401,11 @@ def test_test_command_json_on_corpus_glitchtip_and_text(capsys: pytest.CaptureFi
     webhook = (DATA / "glitchtip" / "issue_alert_v1.json").read_text()
     inputs = [webhook, "Error: Cannot find module 'express'\nRequire stack:\n- /srv/app/server.js",
               json.dumps({"title": "ModuleNotFoundError: No module named 'yaml'", "project": "api"})]
-    assert cli.test_command(inputs, DATA / "corpus.jsonl", True) == 0
+    assert cli.test_command(inputs, DATA / "corpus.jsonl", True, hosts=["web-1"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(records) == 3 + sum(1 for _ in (DATA / "corpus.jsonl").open())
-    assert set(records[0]) == {"input", "pattern", "argv", "verify", "refused"}
-    assert records[0]["pattern"] == "restart_redis"
+    assert set(records[0]) == {"input", "pattern", "argv", "verify", "precheck", "refused"}
+    assert records[0]["pattern"] == "restart_redis"  # the GlitchTip alert came from web-1, a FIX_HOSTS name
     assert records[1]["argv"] == [["npm", "install", "--no-save", "--no-audit", "--no-fund", "express"]]
     assert records[2]["argv"][0][-1] == "PyYAML"
     by_id = {r["id"]: r for r in records if "id" in r}

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bot.models import Alert, AlertKind
 from patterns import PatternRunner, PatternSet, load_patterns
+from patterns.engine import npm_package_refusal, pypi_distribution_refusal
 
 HOSTILE = [
     "; rm -rf /",
@@ -161,3 +164,120 @@ def test_hostile_npm_and_pip_names_in_default_file_are_refused_or_ignored() -> N
                  "Error: Cannot find module '$(touch /tmp/x)'",
                  "Error: Cannot find module '`id`'"):
         assert pset.match(alert(text)) is None, text
+
+
+# -- package names by the registries' own rules ---------------------------------------------
+
+NPM_NOT_A_REGISTRY_NAME = [
+    "evil.tgz", "evil.tar.gz", "evil.tar", "@scope/evil.tgz",  # npm installs these files from app_dir
+    "Express", "EXPRESS",  # uppercase: not a valid new npm name
+    ".hidden", "_private", "-x",  # leading . _ or an option
+    "github:user/repo", "git+ssh://git@host/x.git", "user/repo", "npm:lodash", "file:x", "http://evil/x.tgz",
+    "express@4", "@scope/name@1.0.0", "@scope", "@/x", "a b", "x" * 215,
+    "node_modules", "favicon.ico",  # reserved by npm
+    "fs", "http", "child_process", "worker_threads",  # Node core modules: never from npm
+]
+NPM_REGISTRY_NAMES = ["express", "lodash.merge", "@babel/core", "@types/node", "socket.io", "left-pad", "x" * 214,
+                      "jquery-ui", "a1", "node-fetch", "buffer-from"]
+
+
+@pytest.mark.parametrize("name", NPM_NOT_A_REGISTRY_NAME)
+def test_npm_grammar_refuses_what_npm_would_not_fetch_from_the_registry(name: str) -> None:
+    assert npm_package_refusal(name) is not None
+
+
+@pytest.mark.parametrize("name", NPM_REGISTRY_NAMES)
+def test_npm_grammar_accepts_registry_names(name: str) -> None:
+    assert npm_package_refusal(name) is None
+
+
+PYPI_NOT_A_PROJECT_NAME = [
+    "evil.zip", "evil.whl", "evil.tar.gz", "Evil.TGZ", "x.tar.bz2",  # pip installs these files
+    "requests==2.31", "requests>=2", "requests[socks]", "-r", "--index-url", "-e", "git+https://x/y.git",
+    "https://evil/x", "../x", "./x", "/x", "a/b", "x-", "_x", ".x", "x.", "a b", "",
+]
+PYPI_PROJECT_NAMES = ["requests", "PyYAML", "python-dateutil", "discord.py", "zope.interface", "psycopg2-binary",
+                      "a", "scikit_learn", "Django"]
+
+
+@pytest.mark.parametrize("name", PYPI_NOT_A_PROJECT_NAME)
+def test_pypi_grammar_refuses_anything_but_a_project_name(name: str) -> None:
+    assert pypi_distribution_refusal(name) is not None
+
+
+@pytest.mark.parametrize("name", PYPI_PROJECT_NAMES)
+def test_pypi_grammar_accepts_project_names(name: str) -> None:
+    assert pypi_distribution_refusal(name) is None
+
+
+@pytest.mark.parametrize("text", [
+    "Error: Cannot find module 'evil.tgz'",
+    "Error [ERR_MODULE_NOT_FOUND]: Cannot find package 'evil.tar.gz' imported from /srv/app/index.js",
+    "Error: Cannot find module 'evil.tar'",
+    "Error: Cannot find module '/srv/app/node_modules/evil.tgz/index.js'",
+    "Error: Cannot find module './lib/x'\nRequire stack:\n- /srv/app/node_modules/evil.tgz/index.js",
+    "Error: Cannot find module '/srv/app/node_modules/fs/index.js'",
+    "Error: Cannot find module '/srv/app/node_modules/node_modules/x.js'",
+])
+def test_default_npm_fix_never_installs_a_local_tarball_or_a_core_module(text: str) -> None:
+    pset = load_patterns()
+    assert pset.match(alert(text)) is None
+    found = pset.evaluate(alert(text))
+    assert found is None or not found.runnable
+
+
+def test_a_tarball_in_the_app_dir_is_never_proposed(tmp_path: Path) -> None:
+    """`npm install evil.tgz` in app_dir installs that file and runs its preinstall (reproduced
+    with npm 10, --offline): the npm fix must not be proposed for it at all."""
+    pset = load_patterns(settings={"app_dir": str(tmp_path)})
+    for text in ("Error: Cannot find module 'evil.tgz'",
+                 "Error: Cannot find module './x'\nRequire stack:\n- /srv/app/node_modules/evil.tgz/a.js"):
+        assert pset.match(alert(text)) is None
+    clean = pset.match(alert("Error: Cannot find module 'express'"))
+    assert clean is not None and clean.argv[0][-1] == "express" and clean.cwd == str(tmp_path)
+
+
+def test_pip_fix_names_only_pypi_projects() -> None:
+    pset = load_patterns()
+    m = pset.match(alert("ModuleNotFoundError: No module named 'yaml'"))
+    assert m is not None and m.argv[0][-1] == "PyYAML"
+    assert pset.get("pip_install_missing").placeholders["package"].grammar == "pypi-distribution"  # type: ignore[union-attr]
+    assert pset.get("npm_install_missing").placeholders["package"].grammar == "npm-package"  # type: ignore[union-attr]
+
+
+# -- matching cost on hostile text ------------------------------------------------------------
+
+# One line repeating the start of the npm "Require stack" regex: an unbounded [^\n]*? rescanned
+# the rest of the line from every repeat (about 1 s per 64 KB before the repeats were bounded).
+REQUIRE_STACK_BOMB = "Cannot find module './x'Require stack:- "
+CRAFTED = {
+    "require-stack bomb": REQUIRE_STACK_BOMB,
+    "require-stack with node_modules near misses": REQUIRE_STACK_BOMB + "/node_modules/A",
+    "unclosed module quotes": "Cannot find module './",
+    "node_modules in quotes": "Cannot find module 'x/node_modules/",
+    "pip": "ModuleNotFoundError: No module named ",
+    "postgres socket": 'Is the server running locally and accepting connections on Unix domain socket "',
+    "compose prefix": "app-1 | ",
+    "digits": "1",
+}
+
+
+def best_time(func: Callable[[], object], runs: int = 3) -> float:
+    """The fastest of a few runs: the cost of the work itself, not of a busy machine."""
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        func()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize("size, bound", [(64_000, 0.2), (1_000_000, 0.3)])
+@pytest.mark.parametrize("shape", CRAFTED)
+def test_whole_default_set_matches_crafted_text_quickly(shape: str, size: int, bound: float) -> None:
+    pset = load_patterns()
+    unit = CRAFTED[shape]
+    text = (unit * (size // len(unit) + 1))[:size]
+    for hostile in (alert("Error", stacktrace=text), alert(text), alert(text, stacktrace=text, message=text)):
+        elapsed = best_time(lambda a=hostile: pset.match(a))  # type: ignore[misc]
+        assert elapsed < bound, f"{shape}, {size} chars: {elapsed:.3f} s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 import textwrap
@@ -72,6 +73,21 @@ def pattern_file(tmp_path: Path) -> PatternSet:
         category = "transient"
         match = ['^missing$']
         action = ["/nonexistent/definitely-not-a-program", "x"]
+
+        [patterns.precheck_says_no]
+        description = "the precheck refuses: the action must not run"
+        category = "resource"
+        match = ['^precheck no$']
+        precheck = ["{py}", "-c", "print('looking'); print('the full volume is /data, not this one'); raise SystemExit(1)"]
+        action = ["{py}", "-c", "import sys; open(sys.argv[1], 'w').write('ran')", "{marker}"]
+
+        [patterns.precheck_says_yes]
+        description = "the precheck passes: the action runs"
+        category = "resource"
+        match = ['^precheck yes$']
+        precheck = ["{py}", "-c", "print('below the threshold')"]
+        action = ["{py}", "-c", "import sys; open(sys.argv[1], 'w').write('ran')", "{marker}"]
+        verify = ["{py}", "-c", "pass"]
     """)
     path = tmp_path / "runner.toml"
     path.write_text(body, encoding="utf-8")
@@ -180,3 +196,48 @@ async def test_a_refused_match_is_never_run(tmp_path: Path) -> None:
     result = await PatternRunner().run(refused)
     assert not result.ok and result.steps == [] and "not run" in result.summary
     assert not (tmp_path / "marker").exists()
+
+
+# -- precheck: runs first; a "no" means the action does not run ---------------------------------
+
+
+async def test_a_precheck_that_says_no_stops_the_action_and_gives_its_reason(tmp_path: Path) -> None:
+    pset = pattern_file(tmp_path)
+    result = await PatternRunner().run(matched(pset, "precheck no"))
+    assert not result.ok and result.precheck_refused and result.steps == [] and result.verify_ok is None
+    assert result.summary == ("precheck_says_no: not run — the precheck said no: "
+                              "the full volume is /data, not this one")
+    assert result.precheck is not None and result.precheck.exit_code == 1
+    assert not (tmp_path / "marker").exists()
+
+
+async def test_a_precheck_that_passes_lets_the_action_run(tmp_path: Path) -> None:
+    pset = pattern_file(tmp_path)
+    result = await PatternRunner().run(matched(pset, "precheck yes"))
+    assert result.ok and not result.precheck_refused and result.verify_ok is True
+    assert result.precheck is not None and "below the threshold" in result.precheck.output
+    assert (tmp_path / "marker").read_text() == "ran"
+
+
+def disk_fix(tmp_path: Path, min_free: int) -> PatternMatch:
+    """The shipped cleanup_disk with its real precheck, but a harmless action: a marker file
+    instead of deleting /var/log archives (never delete the test machine's logs)."""
+    pset = load_patterns(settings={"python": PY, "disk_min_free": str(min_free)})
+    m = pset.match(alert("OSError: [Errno 28] No space left on device"))
+    assert m is not None and m.pattern.id == "cleanup_disk" and m.precheck is not None
+    harmless = [[PY, "-c", "import sys; open(sys.argv[1], 'w').write('cleaned')", str(tmp_path / "cleaned")]]
+    return dataclasses.replace(m, argv=harmless, verify=None)
+
+
+async def test_cleanup_disk_precheck_refuses_when_its_volumes_have_room(tmp_path: Path) -> None:
+    result = await PatternRunner().run(disk_fix(tmp_path, min_free=1))  # / and /var/log surely have 1 byte free
+    assert not result.ok and result.precheck_refused and result.steps == []
+    assert "the full volume is another one, nothing was deleted" in result.summary
+    assert "/var/log has" in result.summary and "GiB free" in result.summary
+    assert not (tmp_path / "cleaned").exists()
+
+
+async def test_cleanup_disk_precheck_lets_it_clean_when_a_volume_is_below_the_threshold(tmp_path: Path) -> None:
+    result = await PatternRunner().run(disk_fix(tmp_path, min_free=10**18))  # no disk has an exabyte free
+    assert result.ok and result.precheck is not None and "below the threshold" in result.precheck.output
+    assert (tmp_path / "cleaned").read_text() == "cleaned"

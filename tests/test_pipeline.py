@@ -102,7 +102,7 @@ async def test_a_batch_that_fails_at_its_end_is_retried_row_by_row(tmp_path):
         pipeline = PipelineWorker(db, Triager(), Redactor(), PoisonCards(-100, 2), max_attempts=3)
         await pipeline.drain_once()
         states = {r["id"]: (r["state"], r["attempts"]) for r in await db.fetchall("SELECT * FROM inbox")}
-        assert states == {1: ("done", 0), 2: ("pending", 1), 3: ("done", 0)}
+        assert states == {1: ("done", 1), 2: ("pending", 1), 3: ("done", 1)}  # attempts count starts
         titles = sorted(i.title for i in await IncidentRepository(db).list_open())
         assert titles == ["KeyError: 'also fine'", "ValueError: fine"]
 
@@ -127,3 +127,30 @@ async def test_a_blocked_error_is_offered_no_automatic_fix_until_cleared(tmp_pat
         blocked = await ProposalRepository(db).get(blocked_id)
         cleared = await ProposalRepository(db).get(cleared_id)
         assert (blocked.kind, cleared.kind, cleared.pattern_id) == ("acknowledge", "pattern", "restart_redis")
+
+
+async def test_back_up_in_the_same_batch_closes_the_monitor_proposal_and_a_spoof_resolves_nothing(tmp_path):
+    from bot.proposer import Proposer
+    from storage.proposals import ProposalRepository
+
+    def uptime(link: str, text: str) -> bytes:
+        return json.dumps({"text": "GlitchTip Uptime Alert", "attachments": [
+            {"title": "API", "title_link": link, "text": text}]}).encode()
+
+    monitor, issue = "https://gt.example.com/o/uptime-monitors/5", "https://gt.example.com/o/issues/77"
+    issue_alert = json.dumps({"text": "GlitchTip Alert", "attachments": [
+        {"title": "ValueError: bad", "title_link": issue}]}).encode()
+    async with Database(tmp_path / "p.db") as db:
+        inbox = InboxRepository(db)
+        for source, raw in (("glitchtip", uptime(monitor, "The monitored site has gone down.")),
+                            ("glitchtip", issue_alert),
+                            ("glitchtip", uptime(issue, "The monitored site is back up.")),
+                            ("glitchtip", uptime(monitor, "The monitored site is back up."))):
+            await inbox.add(source, raw)
+        pipeline = PipelineWorker(db, Triager(), Redactor(), CardPublisher(-100, 2),
+                                  proposer=Proposer(stage=2, expiry_hours=24))
+        await pipeline.drain_once()
+        down, error = await db.fetchall("SELECT status, count FROM incidents ORDER BY id")
+        assert (down["status"], error["status"], error["count"]) == ("resolved", "open", 2)
+        proposals = ProposalRepository(db)
+        assert [(await proposals.latest_for(i)).state.value for i in (1, 2)] == ["superseded", "pending"]

@@ -39,6 +39,8 @@ _JWT = ".".join(
 )
 _PEM_BODY = "\n" + "\n".join(_fake("MII", 64, _ALNUM + "+/") for _ in range(4)) + "\n"
 _TELEGRAM = "7012345678:AA" + _fake("", 33, _B64URL)
+_B64 = _ALNUM + "+/"
+_AZURE_KEY = _fake("", 86, _B64) + "=="
 
 # (template, secret): "§" in the template marks where the secret goes. The input is
 # template with the secret, the expected output is template with [REDACTED].
@@ -115,6 +117,59 @@ SECRETS: list[tuple[str, str]] = [
     # JWT
     ("JsonWebTokenError while decoding §", _JWT),
     ("?jwt=§&next=/", _JWT),
+    # Azure connection strings (storage, Service Bus)
+    (
+        "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=§;EndpointSuffix=core.windows.net",
+        _AZURE_KEY,
+    ),
+    (
+        "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=§",
+        _fake("", 43, _B64) + "=",
+    ),
+    # short password keys and credentials
+    ("DB_PASS=§ DB_HOST=db", "hunter2"),
+    ("PASS=§", "hunter2"),
+    ("export REDIS_PASS='§'", "s3cret"),
+    ("dbPass: §", "hunter2"),
+    ("redis:\n  pass: §\n  host: cache", "hunter2"),
+    ("credentials=§", "hunter2"),
+    ('{"credentials": "§"}', "app:hunter2"),
+    # URL passwords with raw / # ? ' @ and spaces (drivers print them as they are)
+    ("could not connect to postgres://app:§@db:5432/app", "pa/ss#w?rd'x"),
+    ("Error 111 connecting to redis://:§@cache:6379/0", "my pass"),
+    ("GlitchTip link https://admin:§@glitchtip.example.com/acme/issues/42", "hunter2"),
+    ("npm ERR! GET https://ci:§@registry.example.com/@acme/widgets", _fake("", 24)),
+    # command lines
+    ("sh: mysqldump --password §", "hunter"),
+    ("mysqldump --password § app > dump.sql", "s3cr3t"),
+    ("mysqldump --password=§ app", "s3cr3t"),
+    ("/bin/sh -c 'mysql -h db -u root -p§ app < x.sql' failed", "S3cr3t!"),
+    ("mysql -u root -p'§' -e 'select 1'", "my s3cret"),
+    ("subprocess.CalledProcessError: Command '['mysqldump', '-uroot', '-p§', 'app']' returned 2", "S3cr3t"),
+    ("Command ['curl', '-sf', '-u', 'deploy:§', 'https://x'] failed", "pa ss"),
+    ("Command ['backup', '--password', '§', '-v'] failed", "hunter"),
+    ("curl -u deploy:§ https://api.example.com/v1", "S3cr3t"),
+    ("curl -sf --user 'deploy:§' https://api.example.com/v1", "pa ss"),
+    ("openssl enc -pass §", "pass:hunter2"),
+    # YAML with the value on the next line, and block scalars
+    ("database:\n  user: app\n  password:\n    §\n  host: db", "hunter2"),
+    ("tls:\n  private_key: |\n    §\n  cert: /etc/tls/cert.pem", "MIIEvQIBADANBgkq\n    hkiG9w0BAQEFAASC"),
+    # JSON that went through a URL encoder or an HTML escaper
+    ("GET /login?next=%7B%22user%22%3A%22app%22%2C%22password%22%3A%22§%22%7D", "hunter2%21"),
+    ("redirect=/login%3Fpassword%3D§%26next%3D%2F", "hunter2"),
+    ("<pre>{&quot;password&quot;: &quot;§&quot;}</pre>", "hunter 2"),
+    ("<input value=&#34;x&#34; data=&#34;api_key&#34;:&#34;§&#34;>", _fake("", 32, _HEX)),
+    # more vendor tokens
+    ("token rotation failed for §", "xoxe-1-" + _fake("", 140, _ALNUM + "-")),
+    ("slack rotated token § expired", "xoxe.xoxp-1-" + _fake("", 140, _ALNUM + "-")),
+    ("huggingface_hub.errors.HfHubHTTPError: 401 for token §", "hf_" + _fake("", 34)),
+    ("DIGITALOCEAN_TOKEN §", "dop_v1_" + _fake("", 64, _HEX)),
+    ("shopify: [API] Invalid API key or access token (unrecognized login or wrong password) §", "shpat_" + _fake("", 32, _HEX)),
+    ("shared secret § rejected", "shpss_" + _fake("", 32, _HEX)),
+    ("custom app token §", "shpca_" + _fake("", 32, _HEX)),
+    ("private app password §", "shppa_" + _fake("", 32, _HEX)),
+    ("TwilioRestException: HTTP 401 authenticating with API key §", "SK" + _fake("", 32, _HEX)),
+    ("mailgun: 401 Forbidden for api:§", "key-" + _fake("", 32, _HEX)),
     # cards (Luhn-valid test numbers)
     ("charge failed for card § (declined)", "4111 1111 1111 1111"),
     ("card=§", "5555-5555-5555-4444"),
@@ -213,6 +268,30 @@ ORDINARY: list[str] = [
     "TypeError: Cannot read properties of undefined (reading 'token')",
     "INSERT INTO sessions (id, token) VALUES (%(id)s, %(token)s)",
     "if password == \"\":\n    raise ValueError('empty')",
+    # near misses of the rules for short keys, URLs, command lines, YAML and vendor tokens
+    "def login(user: str, password: str) -> bool:",
+    "    password: Optional[str] = None",
+    "interface LoginForm { username: string; password: string }",
+    "PASSWORD_MIN_LENGTH=8 password_min_length: 8",  # configuration about passwords, not one
+    "PASS: test_login\nFAIL: test_logout\n--- PASS: TestLogin (0.00s)",
+    "bypass=cache compass: north ByPass: enabled",
+    "Pass :code:`True` to enable, pass :code:`False` to disable",
+    "    util._assertion_pass = call_assertion_pass_hook",
+    "Invalid credentials: user not found",
+    "docker run --password-file /run/secrets/db -p 8080:80 --token-file /x app",
+    "ssh -p 2222 deploy@host && docker run -p 5432:5432 postgres && docker exec -u 1000:1000 app ls",
+    "mysql -h db -P 3306 -u app -p app",  # -p alone: mysql prompts
+    "error: option --password requires an argument\nusage: app [--token TOKEN] [--password PASSWORD]",
+    "provide credentials via the --username and --password options",
+    "GET https://api.example.com:8443/v1/users/alice@example.com 404",
+    "redis://cache:6379 refused by admin@example.com",
+    "git+https://github.com/acme/app.git@v1.2.0#egg=app",
+    "Error: wrong password:\n    at Object.<anonymous> (/app/src/login.js:12:7)",
+    "settings:\n  password:\n    min_length: 8\n    require_digit: true",
+    "password: |\n",
+    "GET /search?q=%22password%22 200 and &quot;token&quot; is a word",
+    "cache key-for-user-42 missed; SKU SK-1234 out of stock; hf_hub_download failed for acme/model",
+    "shpat_ is the prefix of Shopify admin tokens; dop_v1_ of DigitalOcean ones",
 ]
 
 
@@ -298,6 +377,25 @@ def test_redact_obj_nested_json() -> None:
     assert Redactor().redact_obj(out) == out
 
 
+def test_redact_obj_masks_nested_values_under_sensitive_keys() -> None:
+    connection = f"DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={_AZURE_KEY};EndpointSuffix=x"
+    event = {
+        "AccountKey": _AZURE_KEY,
+        "storage": {"connection_string": connection},
+        "env": [{"DB_PASS": "hunter2"}, {"credentials": {"password": 1234, "user": "app"}}],
+        "bypass": "cache",
+        "pass_rate": 0.97,
+    }
+    out = Redactor().redact_obj(event)
+    assert out == {
+        "AccountKey": MASK,
+        "storage": {"connection_string": f"DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={MASK};EndpointSuffix=x"},
+        "env": [{"DB_PASS": MASK}, {"credentials": {"password": MASK, "user": "app"}}],
+        "bypass": "cache",
+        "pass_rate": 0.97,
+    }
+
+
 def test_empty_and_module_level() -> None:
     assert redact("") == ""
     assert Redactor().redact("password=x") == redact("password=x") == "password=[REDACTED]"
@@ -336,6 +434,15 @@ def test_big_input_is_fast_and_correct() -> None:
         "eyJabcd." * 30_000,
         "123456789:" * 25_000,
         "x_password_hash_key-" * 12_000,
+        "http://a:b " * 25_000,
+        "redis://u:" + "p@" * 125_000,
+        "password:\n  " * 20_000,
+        "k: |\n" + "  password: |\n" * 18_000,
+        "--password x " * 20_000,
+        "mysql -p" * 30_000,
+        "curl -u a:" * 25_000,
+        "&quot;password&quot;:&quot;" * 10_000,
+        "%22password%22%3A%22" * 12_000,
     ],
     ids=lambda s: repr(s[:12]),
 )
@@ -345,3 +452,43 @@ def test_pathological_inputs_stay_linear(hostile: str) -> None:
     out = redact(hostile)
     assert time.perf_counter() - start < 5
     assert redact(out) == out
+
+
+_MIB = 1 << 20
+
+
+def _mib(unit: str, prefix: str = "") -> str:
+    return prefix + (unit * (_MIB // len(unit) + 1))[:_MIB]
+
+
+# One 1 MiB string per rule family, shaped to make that family's regexes do the most work.
+HOSTILE_MIB = {
+    "digits": _mib("1"),
+    "key:": _mib("a:"),
+    "url-encoded json": _mib("%22password%22%3A%22"),
+    "url-encoded query": _mib("password%3D"),
+    "html-escaped json": _mib("&quot;password&quot;:&quot;"),
+    "url passwords": _mib("http://a:"),
+    "url at-signs": _mib("a@", "x://u:"),
+    "url spaces": _mib("ab ", "redis://:"),
+    "yaml below the key": _mib("password:\n  "),
+    "yaml blocks": _mib("  password: |\n", "k: |\n"),
+    "cli flags": _mib("--password x "),
+    "mysql": _mib(" -p", "mysql"),
+    "curl": _mib("curl -u a:"),
+    "short keys": _mib("DB_PASS="),
+    "vendor prefixes": _mib("xoxe.hf_SK0key-dop_v1_shpat_"),
+}
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE_MIB.values()), ids=list(HOSTILE_MIB))
+def test_one_mib_of_hostile_text_is_redacted_in_bounded_time(hostile: str) -> None:
+    """A quadratic rule would take minutes on any of these; the linear ones take about half a second.
+
+    CPU time of this process, not wall-clock: the bound is about the work the regexes do,
+    and other processes on a busy machine must not fail it.
+    """
+    start = time.process_time()
+    redact(hostile)
+    elapsed = time.process_time() - start
+    assert elapsed < 2, f"1 MiB took {elapsed:.2f}s of CPU"

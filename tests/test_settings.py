@@ -107,6 +107,30 @@ def test_redact_patterns_split_on_double_semicolon_or_newline(monkeypatch: pytes
     assert settings.redact_patterns == [r"acme_[a-z]{3,5}", r"secret-\d+", "x{1,2},y"]
 
 
+def test_fix_hosts_default_to_this_machines_names() -> None:
+    import socket
+
+    hosts = load_settings().fix_hosts
+    assert socket.gethostname().lower() in hosts
+    assert "localhost" in hosts and "127.0.0.1" in hosts
+
+
+@pytest.mark.parametrize(
+    ("raw", "hosts"),
+    [("web-01", ["web-01"]), ("web-01, Web-01.Example.com.", ["web-01", "web-01.example.com"]),
+     ("a b;c,,a", ["a", "b", "c"]), ("10.0.0.5,::1", ["10.0.0.5", "::1"])],
+)
+def test_fix_hosts_comma_separated(monkeypatch: pytest.MonkeyPatch, raw: str, hosts: list[str]) -> None:
+    monkeypatch.setenv("FIX_HOSTS", raw)
+    assert load_settings().fix_hosts == hosts
+
+
+@pytest.mark.parametrize("raw", ["web-01,http://evil", "web/01", "-x"])
+def test_fix_hosts_that_are_not_host_names_name_the_setting(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    line = line_naming(error_of(monkeypatch, FIX_HOSTS=raw), "FIX_HOSTS")
+    assert "not a host name" in line and "comma-separated host names" in line
+
+
 # --------------------------------------------------------------------------- .env
 
 

@@ -1,6 +1,8 @@
 """The generic alert schema, for any source that is not GlitchTip.
 
-`title` is required; everything else is optional. Documented in the README.
+`title` is required; everything else is optional. Documented in the README, with its limits:
+the title and the short fields are refused when too long (422, as documented), the message and
+the stack trace are cut (the stack keeps its head and its tail) and `count` is bounded.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.fingerprint import given_fingerprint, title_fingerprint
-from bot.ingest import ParsedPayload
+from bot.ingest import COUNT_MAX, STACK_MAX, TITLE_MAX, URL_MAX, CappedMessage, ParsedPayload, cut_middle
 from bot.models import Alert, AlertKind
 
 LEVELS = ("fatal", "critical", "error", "warning", "info", "debug")
@@ -17,16 +19,16 @@ LEVELS = ("fatal", "critical", "error", "warning", "info", "debug")
 class GenericAlert(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    title: str = Field(min_length=1, max_length=2000)
-    message: str | None = Field(None, max_length=100_000)
-    level: str | None = None
+    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    message: CappedMessage | None = None
+    level: str | None = Field(None, max_length=20)
     project: str | None = Field(None, max_length=200)
     environment: str | None = Field(None, max_length=100)
     release: str | None = Field(None, max_length=200)
     server: str | None = Field(None, max_length=200)
-    url: str | None = Field(None, max_length=2000)
+    url: str | None = Field(None, max_length=URL_MAX)
     stacktrace: str | list[str] | None = None
-    count: int = Field(1, ge=1)
+    count: int = Field(1, ge=1, le=COUNT_MAX)
     fingerprint: str | None = Field(None, min_length=1, max_length=500)
 
     @field_validator("level")
@@ -43,8 +45,12 @@ class GenericAlert(BaseModel):
             raise ValueError(f"must be one of {', '.join(LEVELS)}")
         return level
 
-    def to_alert(self) -> Alert:
+    def stack(self) -> str:
+        """The stack trace as one string, cut to STACK_MAX keeping both ends."""
         stack = "\n".join(self.stacktrace) if isinstance(self.stacktrace, list) else (self.stacktrace or "")
+        return cut_middle(stack, STACK_MAX)
+
+    def to_alert(self) -> Alert:
         fingerprint = (
             given_fingerprint(self.fingerprint, self.project)
             if self.fingerprint
@@ -62,7 +68,7 @@ class GenericAlert(BaseModel):
             release=self.release,
             server=self.server,
             url=self.url,
-            stacktrace=stack,
+            stacktrace=self.stack(),
             count=self.count,
         )
 

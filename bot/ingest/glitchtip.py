@@ -2,16 +2,31 @@
 
 Both variants are accepted (with and without `alias`/`sections`), unknown keys are ignored,
 `text` and `fields` may be null, and one POST may carry up to three issues.
+
+Long text is cut, never refused (a real tracker must not get a 422 for a long title); only a
+body with more issues than GlitchTip ever sends is refused, so one POST cannot open thousands
+of incidents.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from bot.fingerprint import glitchtip_fingerprint, glitchtip_ids, title_fingerprint
-from bot.ingest import ParsedPayload
+from bot.ingest import (
+    MAX_FIELDS,
+    MAX_ISSUES_PER_BODY,
+    CappedMessage,
+    CappedName,
+    CappedTitle,
+    CappedUrl,
+    CappedValue,
+    ParsedPayload,
+)
 from bot.models import Alert, AlertKind
 
 TEST_TEXT = "GlitchTip Test Notification"
@@ -23,28 +38,52 @@ class _Loose(BaseModel):
 
 
 class GlitchTipField(_Loose):
-    title: str
-    value: str | None = None
+    title: CappedName
+    value: CappedValue | None = None
 
 
 class GlitchTipAttachment(_Loose):
-    title: str = Field(min_length=1)
-    title_link: str | None = None
-    text: str | None = None
-    color: str | None = None
+    title: CappedTitle = Field(min_length=1)
+    title_link: CappedUrl | None = None
+    text: CappedMessage | None = None
+    color: CappedName | None = None
     fields: list[GlitchTipField] | None = None
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _first_fields(cls, value: Any) -> Any:
+        # GlitchTip sends a handful; more would only be tags nobody reads on a card.
+        return value[:MAX_FIELDS] if isinstance(value, list) else value
 
 
 class GlitchTipSection(_Loose):
-    activityTitle: str | None = None  # noqa: N815 - GlitchTip's key
-    activitySubtitle: str | None = None  # noqa: N815
+    activityTitle: CappedTitle | None = None  # noqa: N815 - GlitchTip's key
+    activitySubtitle: CappedTitle | None = None  # noqa: N815
 
 
 class GlitchTipPayload(_Loose):
-    text: str | None = None
-    alias: str | None = None
+    text: CappedMessage | None = None
+    alias: CappedName | None = None
     attachments: list[GlitchTipAttachment] = Field(min_length=1)
     sections: list[GlitchTipSection] | None = None
+
+    @field_validator("attachments", mode="before")
+    @classmethod
+    def _at_most_a_few_issues(cls, value: Any) -> Any:
+        # Checked before the items are validated: a 5,000-issue body costs one len().
+        if isinstance(value, list) and len(value) > MAX_ISSUES_PER_BODY:
+            raise PydanticCustomError(
+                "too_many_issues",
+                "at most {limit} issues per body (GlitchTip sends up to 3); this one has {count}",
+                {"limit": MAX_ISSUES_PER_BODY, "count": len(value)},
+            )
+        return value
+
+    @field_validator("sections", mode="before")
+    @classmethod
+    def _first_sections(cls, value: Any) -> Any:
+        # One section per issue in the older variant; more than the issue limit are never read.
+        return value[:MAX_ISSUES_PER_BODY] if isinstance(value, list) else value
 
 
 _SHORT_ID = re.compile(r"\[View Issue ([A-Z0-9][A-Z0-9_-]*-[A-Z0-9]+)\]\((\S+?)\)")
@@ -99,10 +138,17 @@ def _attachment_alert(att: GlitchTipAttachment, kind: AlertKind, short_ids: dict
 
 
 def _kind(payload: GlitchTipPayload, att: GlitchTipAttachment) -> AlertKind:
-    link = att.title_link or ""
-    if "/uptime-monitors/" in link or (payload.text or "").startswith(UPTIME_TEXT):
-        return AlertKind.UPTIME_UP if "back up" in (att.text or "").lower() else AlertKind.UPTIME_DOWN
-    return AlertKind.ERROR
+    """Uptime only for a monitor: its link is `/uptime-monitors/N` (what GlitchTip always sends), or
+    there is no link and the text says uptime. A body's text claims anything: "GlitchTip Uptime
+    Alert" over an issue link is an ordinary error about that issue, never a "back up" for it."""
+    ids = glitchtip_ids(att.title_link)
+    if ids is not None:
+        is_uptime = ids[1] == "monitor"
+    else:
+        is_uptime = not att.title_link and (payload.text or "").startswith(UPTIME_TEXT)
+    if not is_uptime:
+        return AlertKind.ERROR
+    return AlertKind.UPTIME_UP if "back up" in (att.text or "").lower() else AlertKind.UPTIME_DOWN
 
 
 def parse_glitchtip(data: object) -> ParsedPayload:

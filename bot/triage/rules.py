@@ -11,7 +11,7 @@ refers to a group its regex does not define) and reported as a `RulesError` nami
 file, the rule id and the problem, so a broken file fails at start-up, not at 3 a.m.
 
 Alert text is untrusted: it only ever meets regular expressions, is clipped to a bounded
-size first, and values copied into the cause are flattened to one short line.
+size first, and values copied into the cause are redacted, then flattened to one short line.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.models import Alert, AlertKind, Category, Priority, Triage
+from bot.redact import MASK, redact
 
 if TYPE_CHECKING:
     from bot.triage.owners import OwnerMap
@@ -39,6 +40,8 @@ MAX_MESSAGE = 2_000
 STACK_HEAD = 12_000
 STACK_TAIL = 6_000
 MAX_VALUE_LEN = 80
+#: How much of a captured value's line is read on each side to judge whether it is a secret.
+VALUE_CONTEXT = 64
 
 _ID_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 # {name} or {name|default text}; anything else in a cause is literal text.
@@ -303,20 +306,43 @@ class RuleSet:
 def render_cause(template: str, hit: re.Match[str] | None) -> str:
     """Fill {name} / {name|default} from the match's named groups; never raises.
 
-    Values are flattened to one line and shortened; they are inserted in a single pass,
-    so a value that itself looks like "{x}" is left as text, never expanded.
+    Values are redacted first, then flattened to one line and shortened: a cut never
+    leaves half a secret. They are inserted in a single pass, so a value that itself
+    looks like "{x}" is left as text, never expanded.
     """
-    groups: dict[str, str] = {}
-    if hit is not None:
-        groups = {k: v for k, v in hit.groupdict().items() if isinstance(v, str)}
 
     def fill(m: re.Match[str]) -> str:
-        value = _clean(groups.get(m.group(1)) or "", MAX_VALUE_LEN)
+        value = _clean(_redacted_group(hit, m.group(1)), MAX_VALUE_LEN)
         if value:
             return value
         return m.group(2) if m.group(2) is not None else "?"
 
     return _clean(_PLACEHOLDER_RE.sub(fill, template), 300)
+
+
+def _redacted_group(hit: re.Match[str] | None, name: str) -> str:
+    """A named group's value with its secrets masked, judged in the context of its line.
+
+    Alone, ``default:S3cret@redis:6379`` carries no shape a redactor knows; with the
+    ``redis://`` before it, it does. So the value is redacted together with up to
+    VALUE_CONTEXT characters of its line on each side, and the context is taken off
+    again. A secret that runs across the value's edge leaves a bare mask.
+    """
+    if hit is None or name not in hit.re.groupindex:
+        return ""
+    value = hit.group(name)
+    if not value:
+        return ""
+    start, end = hit.span(name)
+    text = hit.string
+    head_start = max(text.rfind("\n", max(0, start - VALUE_CONTEXT), start) + 1, start - VALUE_CONTEXT)
+    tail_end = text.find("\n", end, end + VALUE_CONTEXT)
+    head = text[head_start:start]
+    tail = text[end : tail_end if tail_end != -1 else end + VALUE_CONTEXT]
+    masked = redact(head + value + tail)
+    if len(masked) >= len(head) + len(tail) and masked.startswith(head) and masked.endswith(tail):
+        return masked[len(head) : len(masked) - len(tail)]
+    return MASK
 
 
 def fold(text: str) -> str:
