@@ -1,7 +1,15 @@
 """Wiring: builds every service from the settings and runs them together in one process.
 
 aiogram polling, the webhook server, the pipeline worker, the outbox sender and the scheduler
-start and stop together. Follow the names from here to find any behaviour.
+start and stop together. `Application.__init__` constructs everything once, in reading order:
+
+    an alert:  WebhookServer ─▶ inbox ─▶ PipelineWorker (parse, fingerprint, redact, triage)
+               ─▶ Proposer (what the card proposes) ─▶ CardPublisher ─▶ outbox ─▶ OutboxSender
+    a press:   aiogram ─▶ handlers/ ─▶ DecisionService / CommandService (authorise, change,
+               audit, card, in one transaction) ─▶ ProposalExecutor ─▶ the kind's runner
+               (AcknowledgeRunner, FixAction) ─▶ audit + card edit
+
+docs/ARCHITECTURE.md draws both paths module by module.
 """
 
 from __future__ import annotations
@@ -21,15 +29,18 @@ from aiogram.types import BotCommand
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import killswitch
-from bot.cards import CardPublisher
-from bot.decisions import Actor, DecisionService
-from bot.executor import ActionExecutor
+from bot.background import BackgroundTasks
+from bot.card_publisher import CardPublisher
+from bot.chat_commands import COMMANDS, CommandService
+from bot.decisions import DecisionService
+from bot.execution import AcknowledgeRunner, KindRunner, ProposalExecutor
 from bot.fix_identity import FixIdentity
-from bot.models import Alert, Triage
-from bot.operator import COMMANDS, Operator
+from bot.models import Actor, Alert, Triage
 from bot.pipeline import PipelineWorker
+from bot.proposals import ProposalKind
 from bot.proposer import Proposer
 from bot.redact import Redactor
+from bot.rollout import RolloutPolicy
 from bot.settings import Settings
 from bot.storm import StormGate
 from bot.telegram.sender import OutboxSender
@@ -38,7 +49,7 @@ from bot.triage import OwnerMap, RuleSet
 from bot.web import WebhookLimits, WebhookServer
 from handlers import build_router
 from handlers.middlewares import ChatGate
-from patterns import PatternSet
+from patterns import PatternSet, load_patterns
 from storage.audit import AuditRepository
 from storage.db import Database
 from storage.inbox import InboxRepository
@@ -59,97 +70,88 @@ class RulesTriager:
         return self.rules.triage(alert, self.owners)
 
 
-def load_patterns(settings: Settings) -> PatternSet:
-    from patterns import load_patterns as load
-
-    return load(settings.patterns_file)
+def make_bot(token: str, api_base: str | None) -> Bot:
+    """aiogram's Bot, against api.telegram.org or a local Bot API server (the demo's emulator)."""
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_base)) if api_base else None
+    return Bot(token, session=session, default=DefaultBotProperties(parse_mode="HTML"))
 
 
 class Application:
     def __init__(self, settings: Settings, *, chat_id: int, token: str, api_base: str | None) -> None:
-        self.settings = settings
+        s = self.settings = settings
         self.chat_id = chat_id
-        self.token = token
-        self.api_base = api_base
-        self.db = Database(settings.database_path)
-        self.redactor = Redactor(settings.redact_patterns)
-        self.approvers = set(settings.telegram_approvers)
-        self._tasks: list[asyncio.Task[None]] = []
-        self.web: WebhookServer | None = None
-        self._polling = False
-        self._stopping = False
+        self.policy = policy = RolloutPolicy.from_setting(s.rollout_stage)
+        self.db = db = Database(s.database_path)
+        self.redactor = redactor = Redactor(s.redact_patterns)
+        approvers = set(s.telegram_approvers)
+        self.tasks = BackgroundTasks()  # actions started after a press: shutdown waits for them
 
-    def _make_bot(self) -> Bot:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(self.api_base)) if self.api_base else None
-        return Bot(self.token, session=session, default=DefaultBotProperties(parse_mode="HTML"))
-
-    async def build(self) -> None:
-        s = self.settings
-        await self.db.connect()
-        rules = RuleSet.load(s.rules_file)
-        owners = OwnerMap.load(s.owners_file) if s.owners_file else None
-        patterns = load_patterns(s) if s.rollout_stage >= 4 else None
-        self.cards = CardPublisher(self.chat_id, s.rollout_stage)
-        self.bot = self._make_bot()
+        # Telegram out: every card and message is an outbox row first, sent by one paced sender.
+        self.bot = make_bot(token, api_base)
         self.sender = OutboxSender(
-            self.db, self.bot, rate_per_chat=s.telegram_rate_per_chat, group_per_minute=s.telegram_group_per_minute,
+            db, self.bot, rate_per_chat=s.telegram_rate_per_chat, group_per_minute=s.telegram_group_per_minute,
             rate_global=s.telegram_rate_global, journal=SentJournal(Path(f"{s.database_path}.sent-journal")),
         )
-        self.cards.on_queued = self.sender.notify
+        self.cards = cards = CardPublisher(chat_id, policy, on_queued=self.sender.notify)
+
+        # What Approve does, per kind of proposal.
+        patterns: PatternSet | None = load_patterns(s.patterns_file) if policy.proposes_fixes else None
+        runners: dict[ProposalKind, KindRunner] = {ProposalKind.ACKNOWLEDGE: AcknowledgeRunner()}
+        if patterns is not None:
+            from bot.fix_action import FixAction
+
+            runners[ProposalKind.PATTERN] = FixAction(db, patterns, redactor, s)
+        self.executor = ProposalExecutor(db, cards, approvers=approvers, policy=policy, runners=runners,
+                                         redact=redactor.redact)
+
+        # A press or a command: one service decides, the executor acts.
+        self.decisions = DecisionService(db, cards, approvers=approvers, policy=policy, tasks=self.tasks,
+                                         start_action=self.executor.execute)
+
+        # An alert: webhook -> inbox -> pipeline -> incident, proposal and card.
         self.pipeline = PipelineWorker(
-            self.db, RulesTriager(rules, owners), self.redactor, self.cards,
-            proposer=Proposer(s.rollout_stage, s.proposal_expiry_hours, patterns, auto_fix=s.auto_fix,
-                              fix_hosts=s.fix_hosts),
+            db, RulesTriager(RuleSet.load(s.rules_file), OwnerMap.load(s.owners_file) if s.owners_file else None),
+            redactor, cards,
+            proposer=Proposer(policy, s.proposal_expiry_hours, patterns, auto_fix=s.auto_fix, fix_hosts=s.fix_hosts),
             max_attempts=s.inbox_max_attempts, on_committed=self.sender.notify,
-            on_auto_approved=self._start_auto_fix,
+            on_auto_approved=lambda proposal_id: self.decisions.start(proposal_id, AUTO_FIX_ACTOR),
             identify=FixIdentity(patterns) if patterns is not None else None,
             storm=StormGate(s.storm_cards_per_minute), row_budget_s=s.pipeline_row_budget_s,
         )
-        self.fixes = None
-        if patterns is not None:
-            from bot.fixes import FixRunner
+        self.web = WebhookServer(
+            db, s.webhook_token.get_secret_value() if s.webhook_token else "", on_accepted=self.pipeline.notify,
+            on_parsed=self.pipeline.accept_parsed, limits=WebhookLimits.from_settings(s),
+        )
+        self.commands = CommandService(db, self.decisions, policy, chat_id, webhook_refused=self.web.rejected.snapshot)
 
-            self.fixes = FixRunner(self.db, patterns, self.redactor, s)
-        self.executor = ActionExecutor(
-            self.db, self.cards, approvers=self.approvers, stage=s.rollout_stage,
-            run_pattern=self.fixes.run if self.fixes else None,
-            start_checks=[self.fixes.start_check] if self.fixes else [],
-        )
-        self.decisions = DecisionService(
-            self.db, self.cards, approvers=self.approvers, stage=s.rollout_stage, start_action=self.executor.execute
-        )
-        self.dp = Dispatcher()
-        gate = ChatGate(self.chat_id, self.approvers)
+        # Telegram in: the dispatcher hands each update to a thin handler with the services injected.
+        self.dp = Dispatcher(decisions=self.decisions, commands=self.commands)
+        gate = ChatGate(chat_id, approvers)
         self.dp.message.outer_middleware(gate)
         self.dp.callback_query.outer_middleware(gate)
         self.dp.include_router(build_router())
-        self.dp["decisions"] = self.decisions
-        self.dp["cards"] = self.cards
-        token = s.webhook_token.get_secret_value() if s.webhook_token else ""
-        self.web = WebhookServer(self.db, token, on_accepted=self.pipeline.notify,
-                                 on_parsed=self.pipeline.accept_parsed, limits=WebhookLimits.from_settings(s))
-        self.dp["operator"] = self.operator = Operator(self.db, s.rollout_stage, webhook_refused=self.web.rejected.snapshot)
+
         self.scheduler = AsyncIOScheduler(timezone=s.timezone)
         self.scheduler.add_job(self.decisions.expire_due, "interval", seconds=60, id="expire_proposals")
         self.scheduler.add_job(self._purge_inbox, "interval", hours=1, id="purge_inbox")
 
+        self._loops: list[asyncio.Task[None]] = []
+        self._polling = False
+        self._stopping = False
+
     async def _purge_inbox(self) -> None:
         await InboxRepository(self.db).purge_done(self.settings.inbox_retention_days)
 
-    def _start_auto_fix(self, proposal_id: int) -> None:
-        self.decisions.spawn(self.executor.execute(proposal_id, AUTO_FIX_ACTOR))
-
     async def start(self) -> None:
-        await self.build()
         s = self.settings
+        await self.db.connect()
         if s.kill_switch:
             await killswitch.write(self.db, True, "environment (KILL_SWITCH=on)", "forced on at start")
             await AuditRepository(self.db).record("killswitch.on", "forced by environment", actor_name="environment")
         await self.sender.replay_journal()
         await self.executor.recover_interrupted()
-        assert self.web is not None
         await self.web.start(s.webhook_host, s.webhook_port)
-        self._tasks = [
+        self._loops = [
             asyncio.create_task(self.pipeline.run(), name="pipeline"),
             asyncio.create_task(self.sender.run(), name="outbox-sender"),
             asyncio.create_task(self._poll(), name="telegram-polling"),
@@ -191,20 +193,19 @@ class Application:
     async def stop(self) -> None:
         """Stop taking alerts, let in-flight work finish (or stay resumable), then close."""
         self._stopping = True
-        if self.web is not None:
-            await self.web.stop()
+        await self.web.stop()
         if self._polling:
             with contextlib.suppress(RuntimeError):
                 await self.dp.stop_polling()
         self.pipeline.stop()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.decisions.wait_idle(), SHUTDOWN_GRACE_S)
+            await asyncio.wait_for(self.tasks.wait_idle(), SHUTDOWN_GRACE_S)
         self.sender.stop()
-        for task in self._tasks:
+        for task in self._loops:
             # Retry loops sleeping between attempts have nothing in flight: no need to wait for them.
             if task.get_name() == "set-my-commands" or (task.get_name() == "telegram-polling" and not self._polling):
                 task.cancel()
-        done, pending = await asyncio.wait(self._tasks, timeout=SHUTDOWN_GRACE_S) if self._tasks else (set(), set())
+        done, pending = await asyncio.wait(self._loops, timeout=SHUTDOWN_GRACE_S) if self._loops else (set(), set())
         for task in pending:
             task.cancel()
         self.pipeline.close()

@@ -45,6 +45,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         asyncio.run(run_demo(settings))
         return 0
+    asyncio.run(_run_application(settings))
+    return 0
+
+
+async def _run_application(settings: Settings) -> None:
     from bot.app import Application
 
     assert settings.telegram_bot_token is not None and settings.telegram_chat_id is not None
@@ -52,8 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings, chat_id=settings.telegram_chat_id, token=settings.telegram_bot_token.get_secret_value(),
         api_base=settings.telegram_api_base,
     )
-    asyncio.run(app.run_until_signal())
-    return 0
+    await app.run_until_signal()
 
 
 def _configure_logging(settings: Settings, redactor: Redactor) -> None:
@@ -74,7 +78,9 @@ def _check_files(settings: Settings) -> str | None:
             OwnerMap.load(settings.owners_file)
     except RulesError as exc:
         return f"Invalid settings:\n  {exc}"
-    if settings.rollout_stage >= 4:
+    from bot.rollout import RolloutPolicy
+
+    if RolloutPolicy.from_setting(settings.rollout_stage).proposes_fixes:
         try:
             load_patterns(settings.patterns_file)
         except PatternError as exc:

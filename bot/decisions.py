@@ -1,25 +1,30 @@
-"""Decisions on cards: approve, reject, investigate, priority corrections, mute, resolve.
+"""Everything a person decides: card presses, and the commands that change something
+(resolve, mute, the kill switch).
 
-The service layer the Telegram handlers and commands call. It never imports aiogram. Every
-state change is a compare-and-set inside a transaction together with its audit row and the
-card edit, so two presses, two people or two processes can never run an action twice.
+The service layer the Telegram handlers (through bot/chat_commands.py for commands) call; it
+never imports aiogram. Each operation takes an `Actor`, checks the approver's right itself, and
+makes its change, its audit row and its card edit or chat message in one transaction (a
+compare-and-set where two presses could race), so two presses, two people or two processes can
+never run an action twice.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from bot import killswitch
-from bot.callbacks import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress, is_valid_id, parse_id
-from bot.cards import CardPublisher
-from bot.models import Incident, Priority, Proposal, ProposalState, utcnow
+from bot.background import BackgroundTasks
+from bot.callback_data import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress, is_valid_id, parse_id
+from bot.card_publisher import CardPublisher
+from bot.card_render import esc
+from bot.models import Actor, Incident, Priority, Proposal, ProposalState, utcnow
 from bot.recurrence import mute_key
 from bot.resolution import Resolver, ResolveResult, resolve_incident
+from bot.rollout import RolloutPolicy
 from storage.audit import AuditRepository
 from storage.db import Database, Executor
 from storage.incidents import IncidentRepository
@@ -29,23 +34,16 @@ from storage.proposals import ProposalRepository
 log = logging.getLogger(__name__)
 
 MUTE_DURATIONS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24)}
-# Which rollout stage a button needs (see README, "Rollout stages").
-STAGE_FOR = {APPROVE: 2, REJECT: 2, MUTE: 2, RESOLVE: 2, INVESTIGATE: 3, PRIORITY: 1}
-
-
-@dataclass(frozen=True)
-class Actor:
-    id: int
-    name: str
+NOT_ALLOWED = "⛔ Not allowed: only approvers can do this."
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What to answer the person who pressed (a short toast) and whether it changed anything."""
+    """What to answer the person (plain text: a toast or a reply) and whether it changed anything."""
 
     answer: str
     changed: bool = False
-    audited: bool = False  # the handler already wrote its audit row
+    audited: bool = False  # its audit row is already written
 
 
 def parse_duration(text: str) -> timedelta | None:
@@ -85,15 +83,16 @@ class DecisionService:
         cards: CardPublisher,
         *,
         approvers: set[int],
-        stage: int,
-        start_action: Callable[[int, Actor], Awaitable[None]] | None = None,
+        policy: RolloutPolicy,
+        tasks: BackgroundTasks,
+        start_action: Callable[[int, Actor], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.db = db
         self.cards = cards
         self.approvers = approvers
-        self.stage = stage
+        self.policy = policy
+        self.tasks = tasks
         self.start_action = start_action
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def is_approver(self, user_id: int) -> bool:
         return user_id in self.approvers
@@ -101,7 +100,7 @@ class DecisionService:
     async def refuse(self, actor: Actor, what: str, incident_id: int | None = None) -> Outcome:
         """Someone who is not an approver pressed or typed something only approvers may."""
         await self.audit_refusal(actor, what, "not an approver", incident_id=incident_id)
-        return Outcome("⛔ Not allowed: only approvers can do this.", audited=True)
+        return Outcome(NOT_ALLOWED, audited=True)
 
     async def audit_refusal(
         self, actor: Actor, what: str, reason: str, *, incident_id: int | None = None,
@@ -118,12 +117,13 @@ class DecisionService:
         action_name = f"button.{press.action}"
         if not self.is_approver(actor.id):
             return await self.refuse(actor, action_name, press.incident_id)
-        if self.stage < STAGE_FOR[press.action]:
+        stage_refusal = self.policy.press_refusal(press.action)
+        if stage_refusal:
             await AuditRepository(self.db).record(
-                action_name, f"refused: rollout stage {self.stage}", actor_id=actor.id, actor_name=actor.name,
-                incident_id=press.incident_id,
+                action_name, f"refused: rollout stage {int(self.policy.stage)}", actor_id=actor.id,
+                actor_name=actor.name, incident_id=press.incident_id,
             )
-            return Outcome(f"Not available at rollout stage {self.stage}.", audited=True)
+            return Outcome(stage_refusal, audited=True)
         handler = {
             APPROVE: self._approve, REJECT: self._reject, INVESTIGATE: self._investigate,
             PRIORITY: self._priority, MUTE: self._mute_press, RESOLVE: self._resolve_press,
@@ -181,9 +181,10 @@ class DecisionService:
             if stale or proposal is None:
                 await audit.record("proposal.approve", f"refused: {stale}", proposal_id=parse_id(press.arg), **audit_args)
                 return Outcome(stale or "Nothing to decide.", audited=True)
-            if proposal.kind == "pattern" and self.stage < 4:
+            kind_refusal = self.policy.kind_refusal(proposal.kind)
+            if kind_refusal:
                 await audit.record("proposal.approve", "refused: stage", proposal_id=proposal.id, **audit_args)
-                return Outcome(f"Fixes need rollout stage 4 (now {self.stage}).", audited=True)
+                return Outcome(f"{kind_refusal[0].upper()}{kind_refusal[1:]}.", audited=True)
             repo = ProposalRepository(tx)
             if not await repo.add_approval(proposal.id, actor.id, actor.name):
                 count = await repo.approval_count(proposal.id)
@@ -209,19 +210,18 @@ class DecisionService:
             }, **audit_args)
             await self.cards.publish(tx, proposal.incident_id)
             start = True
-        if start and self.start_action is not None:
-            self.spawn(self.start_action(proposal.id, actor))
+        if start:
+            self.start(proposal.id, actor)
         return Outcome("✅ Approved.", changed=True, audited=True)
 
-    def spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def start(self, proposal_id: int, actor: Actor) -> None:
+        """Start an approved proposal in the background (after its approval was committed)."""
+        if self.start_action is not None:
+            self.tasks.spawn(self.start_action(proposal_id, actor), name=f"proposal-{proposal_id}")
 
     async def wait_idle(self) -> None:
         """Let actions in flight finish (used at shutdown and by tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.tasks.wait_idle()
 
     async def _reject(self, actor: Actor, press: CardPress) -> Outcome:
         audit_args: dict[str, Any] = {"actor_id": actor.id, "actor_name": actor.name, "incident_id": press.incident_id}
@@ -281,6 +281,8 @@ class DecisionService:
         return await self.mute(actor, press.incident_id, duration)
 
     async def mute(self, actor: Actor, incident_id: int, duration: timedelta) -> Outcome:
+        if not self.is_approver(actor.id):
+            return await self.refuse(actor, "incident.mute", incident_id)
         if not is_valid_id(incident_id):
             return Outcome(f"No incident #{incident_id}.")
         until = utcnow() + duration
@@ -305,6 +307,8 @@ class DecisionService:
         return await self.resolve(actor, press.incident_id, via="button")
 
     async def resolve(self, actor: Actor, incident_id: int, *, via: str = "command") -> Outcome:
+        if not self.is_approver(actor.id):
+            return await self.refuse(actor, "incident.resolve", incident_id)
         if not is_valid_id(incident_id):
             return Outcome(f"No incident #{incident_id}.")
         async with self.db.transaction() as tx:
@@ -317,6 +321,27 @@ class DecisionService:
             who = resolution.incident.resolved_by if resolution.incident else None
             return Outcome(f"Incident #{incident_id} was already resolved by {who or 'someone'}.")
         return Outcome(f"✔️ Incident #{incident_id} resolved.", changed=True, audited=True)
+
+    async def set_killswitch(self, actor: Actor, on: bool, reason: str | None) -> Outcome:
+        """Turn the kill switch on or off: the state, its audit row and the announcement in the
+        alert chat commit together. The answer is the announcement's text (HTML)."""
+        if not self.is_approver(actor.id):
+            return await self.refuse(actor, "killswitch.on" if on else "killswitch.off")
+        async with self.db.transaction() as tx:
+            state = await killswitch.write(tx, on, actor.name, reason)
+            await AuditRepository(tx).record(
+                "killswitch.on" if on else "killswitch.off", "changed", actor_id=actor.id, actor_name=actor.name,
+                detail={"reason": reason},
+            )
+            if on:
+                text = (f"🛑 <b>Kill switch ON</b> by {esc(actor.name)}"
+                        f"{': ' + esc(reason) if reason else ''}\nNo action will start until it is turned off. "
+                        "Cards keep coming.")
+            else:
+                text = (f"✅ <b>Kill switch off</b> by {esc(actor.name)} at {esc(state.at or '')}. "
+                        "Approved actions may run again.")
+            await self.cards.say(tx, text, priority=0)  # announced to everyone, ahead of any card
+        return Outcome(text, changed=True, audited=True)
 
     async def expire_due(self, now: datetime | None = None) -> int:
         """Move pending proposals past their expiry to `expired` (run by the scheduler)."""

@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 from collections import OrderedDict
 
-from bot.models import Alert
+from bot.models import Alert, AlertKind
 from patterns import PatternSet
 
 CACHE_SIZE = 4096
@@ -30,6 +30,8 @@ class FixIdentity:
         self._cache: OrderedDict[tuple[str, int], str] = OrderedDict()
 
     def __call__(self, alert: Alert) -> Alert:
+        if alert.kind is not AlertKind.ERROR:
+            return alert  # an uptime monitor's fingerprint is its monitor, nothing else
         key = (alert.fingerprint, hash((alert.title, alert.message, alert.stacktrace, alert.server)))
         suffix = self._cache.get(key)
         if suffix is None:

@@ -72,6 +72,14 @@ class Alert:
 
 
 @dataclass(frozen=True)
+class Actor:
+    """Who did something: a Telegram user (id, display name), or the bot itself (negative id)."""
+
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
 class Owner:
     name: str
     telegram: str | None = None  # "@handle"

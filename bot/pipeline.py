@@ -23,8 +23,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from bot.card import esc, test_notification_text
-from bot.cards import CardPublisher
+from bot.card_publisher import CardPublisher
+from bot.card_render import esc, test_notification_text
 from bot.ingest import ParsedPayload, PayloadError, parse_payload
 from bot.models import Alert, AlertKind, Triage, utcnow
 from bot.recurrence import check_recurrence, has_fix_watches, muted_until

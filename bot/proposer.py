@@ -1,7 +1,7 @@
-"""Which next step a new incident's card proposes, by rollout stage.
+"""Which next step a new incident's card proposes, as the rollout policy allows.
 
-Stage 1 proposes nothing (monitor only); stage 2 and 3 propose "acknowledge"; stage 4
-proposes a matching allow-listed fix, unless a fix for this fingerprint recently failed.
+Nothing at the monitor stage; otherwise "acknowledge", or, where fixes are proposed, a matching
+allow-listed fix, unless a fix for this fingerprint recently failed.
 
 A fix runs on the bot's own host, so at stage 4 the proposal also says where: the card
 shows "runs on <host>" (noting when the alert names no server), or, for an error from a
@@ -16,21 +16,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.models import Alert, ProposalState, Triage, utcnow
+from bot.proposals import ProposalKind
 from bot.recurrence import blocked_key
+from bot.rollout import RolloutPolicy
 from patterns.engine import PatternMatch, this_host
 from storage.audit import AuditRepository
 from storage.db import Executor
 from storage.kv import KeyValueRepository
 from storage.proposals import ProposalRepository
 
-ACKNOWLEDGE = "acknowledge"
-PATTERN = "pattern"
-
 
 class Proposer:
-    def __init__(self, stage: int, expiry_hours: float, patterns: Any | None = None, auto_fix: bool = False,
-                 fix_hosts: Collection[str] | None = None) -> None:
-        self.stage = stage
+    def __init__(self, policy: RolloutPolicy, expiry_hours: float, patterns: Any | None = None,
+                 auto_fix: bool = False, fix_hosts: Collection[str] | None = None) -> None:
+        self.policy = policy
         self.auto_fix = auto_fix
         self.expiry = timedelta(hours=expiry_hours)
         self.patterns = patterns
@@ -38,11 +37,11 @@ class Proposer:
 
     async def propose(self, tx: Executor, incident_id: int, alert: Alert, triage: Triage) -> tuple[int, bool] | None:
         """Create the incident's proposal; returns (proposal id, auto-approved) or None."""
-        if self.stage < 2:
+        if not self.policy.proposes:
             return None
         expires = utcnow() + self.expiry
         note: dict[str, Any] | None = None  # "no local fix: ..." shown with the acknowledge proposal
-        if self.stage >= 4 and self.patterns is not None:
+        if self.policy.proposes_fixes and self.patterns is not None:
             blocked = await KeyValueRepository(tx).get(blocked_key(alert.fingerprint))
             found = None if blocked else self.patterns.evaluate(alert, triage.category, hosts=self.fix_hosts)
             if found is not None and found.runnable:
@@ -50,7 +49,7 @@ class Proposer:
             if found is not None and found.elsewhere:
                 note = {"where": found.refused}
         proposal_id = await ProposalRepository(tx).create(
-            incident_id, ACKNOWLEDGE, "acknowledge: I own this incident", expires, action=note
+            incident_id, ProposalKind.ACKNOWLEDGE, "acknowledge: I own this incident", expires, action=note
         )
         return proposal_id, False
 
@@ -60,7 +59,7 @@ class Proposer:
         pattern = match.pattern
         proposals = ProposalRepository(tx)
         proposal_id = await proposals.create(
-            incident_id, PATTERN, match.summary(), expires, pattern_id=pattern.id,
+            incident_id, ProposalKind.PATTERN, match.summary(), expires, pattern_id=pattern.id,
             action={"argv": match.argv, "verify": match.verify, "precheck": match.precheck,
                     "values": match.values, "where": where_it_runs(alert)},
             approvals_required=pattern.approvals_required,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from bot.card import esc
-from bot.cards import CardPublisher
+from bot.card_publisher import CardPublisher
+from bot.card_render import esc
 from bot.models import ProposalState, utcnow
 from storage.audit import AuditRepository
 from storage.db import Executor

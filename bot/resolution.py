@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.cards import CardPublisher
+from bot.card_publisher import CardPublisher
 from bot.models import Incident, utcnow
 from bot.recurrence import clear_block
 from storage.audit import AuditRepository

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.card import esc
+from bot.card_render import esc
 from bot.models import Priority
 
 WINDOW_S = 60.0

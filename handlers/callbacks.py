@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiogram import F, Router
 from aiogram.types import CallbackQuery
 
-from bot.callbacks import decode
-from bot.decisions import Actor, DecisionService
+from bot.callback_data import decode
+from bot.decisions import DecisionService
+from bot.models import Actor
 
 
 def actor_of(user: object) -> Actor:

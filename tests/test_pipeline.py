@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from bot.cards import CardPublisher
+from bot.card_publisher import CardPublisher
 from bot.models import Alert, AlertKind, utcnow
 from bot.pipeline import PipelineWorker
 from bot.redact import Redactor
+from bot.rollout import RolloutPolicy, Stage
 from bot.triage import RuleSet
 from storage.db import Database
 from storage.inbox import InboxRepository
@@ -36,7 +37,7 @@ def body(title: str) -> bytes:
 
 
 async def worker(db: Database, max_attempts: int = 3) -> PipelineWorker:
-    return PipelineWorker(db, Triager(), Redactor(), CardPublisher(-100, 2), proposer=FailingProposer(),
+    return PipelineWorker(db, Triager(), Redactor(), CardPublisher(-100, RolloutPolicy(Stage(2))), proposer=FailingProposer(),
                           max_attempts=max_attempts)
 
 
@@ -99,7 +100,7 @@ async def test_a_batch_that_fails_at_its_end_is_retried_row_by_row(tmp_path):
         inbox = InboxRepository(db)
         for title in ("ValueError: fine", "RuntimeError: poison pill", "KeyError: 'also fine'"):
             await inbox.add("generic", body(title))
-        pipeline = PipelineWorker(db, Triager(), Redactor(), PoisonCards(-100, 2), max_attempts=3)
+        pipeline = PipelineWorker(db, Triager(), Redactor(), PoisonCards(-100, RolloutPolicy(Stage(2))), max_attempts=3)
         await pipeline.drain_once()
         states = {r["id"]: (r["state"], r["attempts"]) for r in await db.fetchall("SELECT * FROM inbox")}
         assert states == {1: ("done", 1), 2: ("pending", 1), 3: ("done", 1)}  # attempts count starts
@@ -116,7 +117,7 @@ async def test_a_blocked_error_is_offered_no_automatic_fix_until_cleared(tmp_pat
 
     alert = Alert(source="generic", kind=AlertKind.ERROR, fingerprint="fp-redis",
                   title="redis.exceptions.ConnectionError: Error 111 connecting to localhost:6379. Connection refused.")
-    proposer = Proposer(stage=4, expiry_hours=24, patterns=load_patterns())
+    proposer = Proposer(RolloutPolicy(Stage(4)), expiry_hours=24, patterns=load_patterns())
     async with Database(tmp_path / "p.db") as db:
         async with db.transaction() as tx:
             incident = await IncidentRepository(tx).create(alert, Triager().triage(alert), utcnow(), -100, None)
@@ -147,8 +148,8 @@ async def test_back_up_in_the_same_batch_closes_the_monitor_proposal_and_a_spoof
                             ("glitchtip", uptime(issue, "The monitored site is back up.")),
                             ("glitchtip", uptime(monitor, "The monitored site is back up."))):
             await inbox.add(source, raw)
-        pipeline = PipelineWorker(db, Triager(), Redactor(), CardPublisher(-100, 2),
-                                  proposer=Proposer(stage=2, expiry_hours=24))
+        pipeline = PipelineWorker(db, Triager(), Redactor(), CardPublisher(-100, RolloutPolicy(Stage(2))),
+                                  proposer=Proposer(RolloutPolicy(Stage(2)), expiry_hours=24))
         await pipeline.drain_once()
         down, error = await db.fetchall("SELECT status, count FROM incidents ORDER BY id")
         assert (down["status"], error["status"], error["count"]) == ("resolved", "open", 2)

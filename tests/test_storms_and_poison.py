@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 
-from bot.cards import CardPublisher
+from bot.card_publisher import CardPublisher
 from bot.fingerprint import normalise_title
 from bot.fix_identity import FixIdentity
 from bot.models import Priority
@@ -14,6 +14,7 @@ from bot.pipeline import PipelineWorker
 from bot.proposer import Proposer
 from bot.recurrence import blocked_key, watch_for_recurrence
 from bot.redact import Redactor
+from bot.rollout import RolloutPolicy, Stage
 from bot.storm import StormGate
 from bot.triage import RuleSet
 from patterns import load_patterns
@@ -70,7 +71,7 @@ async def test_a_slow_row_fails_its_attempt_without_stalling_the_loop_and_is_par
         inbox = InboxRepository(db)
         await inbox.add("generic", generic("ValueError: fine"))
         await inbox.add("generic", generic("RuntimeError: poison"))
-        pipeline = PipelineWorker(db, SlowOnPoison(), Redactor(), CardPublisher(CHAT_ID, 2),
+        pipeline = PipelineWorker(db, SlowOnPoison(), Redactor(), CardPublisher(CHAT_ID, RolloutPolicy(Stage(2))),
                                   max_attempts=2, row_budget_s=0.3)
         lags: list[float] = []
 
@@ -106,7 +107,7 @@ async def test_an_interrupted_attempt_counts_and_a_poison_row_cannot_freeze_ever
         # As a process killed mid-work leaves them: claimed (attempt counted), never finished.
         await inbox.claim([1, 2, 3])
         await db.execute("UPDATE inbox SET attempts = 3 WHERE id = 2")
-        pipeline = PipelineWorker(db, Rules(), Redactor(), CardPublisher(CHAT_ID, 2), max_attempts=3)
+        pipeline = PipelineWorker(db, Rules(), Redactor(), CardPublisher(CHAT_ID, RolloutPolicy(Stage(2))), max_attempts=3)
         while await pipeline.drain_once():
             pass
         rows = {r["id"]: (r["state"], r["attempts"], r["started"]) for r in await db.fetchall("SELECT * FROM inbox")}
@@ -125,7 +126,7 @@ async def test_a_storm_of_new_incidents_becomes_one_summary_and_a_p0_still_gets_
             await inbox.add("generic", generic(f"ValueError: unexpected state {chr(65 + n % 26)}{chr(65 + n // 26)}x"))
         await inbox.add("generic", generic("GlitchTip down", level="fatal", message="uptime monitor down"))
         clock = Clock()
-        pipeline = PipelineWorker(db, Rules(), Redactor(), CardPublisher(CHAT_ID, 2),
+        pipeline = PipelineWorker(db, Rules(), Redactor(), CardPublisher(CHAT_ID, RolloutPolicy(Stage(2))),
                                   storm=StormGate(5, clock=clock), clock=clock)
         await pipeline.drain_once()
         incidents = await IncidentRepository(db).list_open(limit=100)
@@ -156,7 +157,7 @@ async def test_a_p0_card_is_sent_before_a_queue_of_lower_ones(tmp_path):
         for n in range(5):
             await inbox.add("generic", generic(f"Warning: slow query {chr(65 + n)}", level="warning"))
         await inbox.add("generic", generic("FATAL: the database system is shutting down", level="fatal"))
-        pipeline = PipelineWorker(db, Rules(), Redactor(), CardPublisher(CHAT_ID, 2))
+        pipeline = PipelineWorker(db, Rules(), Redactor(), CardPublisher(CHAT_ID, RolloutPolicy(Stage(2))))
         await pipeline.drain_once()
         heads = await OutboxRepository(db).heads()
         incident = await IncidentRepository(db).get(heads[0].incident_id or 0)
@@ -171,8 +172,8 @@ async def test_a_p0_card_is_sent_before_a_queue_of_lower_ones(tmp_path):
 async def stage4(db: Database) -> PipelineWorker:
     patterns = load_patterns()
     return PipelineWorker(
-        db, Rules(), Redactor(), CardPublisher(CHAT_ID, 4),
-        proposer=Proposer(4, 24, patterns, fix_hosts=()), identify=FixIdentity(patterns),
+        db, Rules(), Redactor(), CardPublisher(CHAT_ID, RolloutPolicy(Stage(4))),
+        proposer=Proposer(RolloutPolicy(Stage(4)), 24, patterns, fix_hosts=()), identify=FixIdentity(patterns),
     )
 
 

@@ -1,4 +1,4 @@
-"""Stage 4: running allow-listed fixes, their rate limits, and the recurrence check after them.
+"""The runner of `pattern` proposals (stage 4): allow-listed fixes and their rate limits.
 
 The argv that runs is re-derived from the stored incident and the allow-list at the moment of
 the run (never from stored text), and must equal what the card showed when it was approved.
@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from bot.executor import ActionResult
+from bot.execution import ActionResult
 from bot.models import Proposal, utcnow
 from bot.redact import Redactor
 from bot.settings import Settings
@@ -23,7 +23,9 @@ from storage.incidents import IncidentRepository
 from storage.proposals import ProposalRepository
 
 
-class FixRunner:
+class FixAction:
+    """The `KindRunner` for allow-listed fixes (bot/execution.py); the commands run in PatternRunner."""
+
     def __init__(self, db: Database, patterns: PatternSet, redactor: Redactor, settings: Settings) -> None:
         self.db = db
         self.patterns = patterns
@@ -35,8 +37,6 @@ class FixRunner:
 
     async def start_check(self, tx: Executor, proposal: Proposal) -> str | None:
         """Where it runs, cooldown, max runs per window and the global hourly limit, read at the moment of start."""
-        if proposal.kind != "pattern":
-            return None
         pattern = self.patterns.get(proposal.pattern_id or "")
         if pattern is None:
             return f"pattern {proposal.pattern_id} is no longer in the allow-list"

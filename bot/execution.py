@@ -4,21 +4,25 @@ The kill switch, the approver's right and the rollout stage are read again here,
 when the button was drawn. `approved -> running -> succeeded | failed` are compare-and-sets,
 so an action starts at most once. An action that was running when the process died is
 reported as interrupted at the next start and never re-run.
+
+Each proposal kind has one `KindRunner` (acknowledge here, allow-listed fixes in
+bot/fix_action.py): a new kind is a new runner registered in bot/app.py, nothing else.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bot import killswitch
-from bot.card import esc
-from bot.cards import CardPublisher
-from bot.decisions import Actor
-from bot.models import Proposal, ProposalState
+from bot.card_publisher import CardPublisher
+from bot.card_render import esc
+from bot.models import Actor, Proposal, ProposalState
+from bot.proposals import ProposalKind
 from bot.recurrence import watch_for_recurrence
+from bot.rollout import RolloutPolicy
 from storage.audit import AuditRepository
 from storage.db import Database, Executor
 from storage.incidents import IncidentRepository
@@ -36,29 +40,42 @@ class ActionResult:
     recurrence_window: float | None = None  # seconds to watch for the error coming back after a success
 
 
-# A check that may veto the start of a proposal: returns the reason, or None to go ahead.
-StartCheck = Callable[[Executor, Proposal], Awaitable[str | None]]
-PatternRun = Callable[[Proposal], Awaitable[ActionResult]]
+class KindRunner(Protocol):
+    """What Approve does for one kind of proposal."""
+
+    async def start_check(self, tx: Executor, proposal: Proposal) -> str | None:
+        """Why it may not start now (rate limits, where it runs…), or None; inside the start transaction."""
+        ...
+
+    async def run(self, proposal: Proposal) -> ActionResult: ...
 
 
-class ActionExecutor:
+class AcknowledgeRunner:
+    """ "acknowledge: I own this incident": the approval itself is the whole action."""
+
+    async def start_check(self, tx: Executor, proposal: Proposal) -> str | None:
+        return None
+
+    async def run(self, proposal: Proposal) -> ActionResult:
+        return ActionResult(True, f"acknowledged by {proposal.decided_by}")
+
+
+class ProposalExecutor:
     def __init__(
         self,
         db: Database,
         cards: CardPublisher,
         *,
         approvers: set[int],
-        stage: int,
-        run_pattern: PatternRun | None = None,
-        start_checks: list[StartCheck] | None = None,
+        policy: RolloutPolicy,
+        runners: Mapping[ProposalKind, KindRunner],
         redact: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.db = db
         self.cards = cards
         self.approvers = approvers
-        self.stage = stage
-        self.run_pattern = run_pattern
-        self.start_checks = start_checks or []
+        self.policy = policy
+        self.runners = dict(runners)
         self.redact = redact
 
     async def _veto(self, tx: Executor, proposal: Proposal, approver: Actor) -> str | None:
@@ -68,13 +85,13 @@ class ActionExecutor:
             return "the kill switch is on"
         if approver.id >= 0 and approver.id not in self.approvers:
             return f"{approver.name} is no longer an approver"
-        if proposal.kind == "pattern" and self.stage < 4:
-            return f"fixes need rollout stage 4 (now {self.stage})"
-        for check in self.start_checks:
-            reason = await check(tx, proposal)
-            if reason:
-                return reason
-        return None
+        refusal = self.policy.kind_refusal(proposal.kind)
+        if refusal:
+            return refusal
+        runner = self.runners.get(ProposalKind(proposal.kind))
+        if runner is None:
+            return f"no runner for {proposal.kind} proposals is configured"
+        return await runner.start_check(tx, proposal)
 
     async def execute(self, proposal_id: int, approver: Actor) -> None:
         proposal = await ProposalRepository(self.db).get(proposal_id)
@@ -123,11 +140,10 @@ class ActionExecutor:
                 )
 
     async def _run(self, proposal: Proposal) -> ActionResult:
-        if proposal.kind == "acknowledge":
-            return ActionResult(True, f"acknowledged by {proposal.decided_by}")
-        if proposal.kind == "pattern" and self.run_pattern is not None:
-            return await self.run_pattern(proposal)
-        return ActionResult(False, f"no runner for {proposal.kind}")
+        runner = self.runners.get(ProposalKind(proposal.kind))
+        if runner is None:
+            return ActionResult(False, f"no runner for {proposal.kind} proposals")
+        return await runner.run(proposal)
 
     async def recover_interrupted(self) -> int:
         """At start: an action left approved or running by a dead process is failed, never re-run."""

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot.callbacks import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress
+from bot.callback_data import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress
 from bot.models import AlertKind, Incident, Priority, Proposal, ProposalState
+from bot.rollout import RolloutPolicy, Stage
 
 TELEGRAM_TEXT_LIMIT = 4096
+DEFAULT_POLICY = RolloutPolicy(Stage.TRIAGE)
 PRIORITY_EMOJI = {Priority.P0: "🔴", Priority.P1: "🟠", Priority.P2: "🟡", Priority.P3: "🔵"}
 Button = tuple[str, str]
 
@@ -83,7 +85,7 @@ def render_card(
     incident: Incident,
     *,
     proposal: Proposal | None = None,
-    stage: int = 2,
+    policy: RolloutPolicy = DEFAULT_POLICY,
     now: datetime | None = None,
     history: list[str] | None = None,
 ) -> Card:
@@ -126,7 +128,7 @@ def render_card(
     if not incident.is_open:
         lines.append(f"✅ Resolved by {esc(incident.resolved_by or '?', 80)} at {_when(incident.resolved_at)}")
     text = _fit(lines, _proposal_line(proposal), history or [])
-    return Card(text, _buttons(incident, proposal, stage))
+    return Card(text, _buttons(incident, proposal, policy))
 
 
 MAX_URL = 1000
@@ -187,15 +189,15 @@ def _cut_line(line: str, room: int) -> str:
     return text + "…"
 
 
-def _buttons(incident: Incident, proposal: Proposal | None, stage: int) -> list[list[Button]]:
+def _buttons(incident: Incident, proposal: Proposal | None, policy: RolloutPolicy) -> list[list[Button]]:
     if not incident.is_open:
         return []
     rows: list[list[Button]] = []
     decide: list[Button] = []
-    if stage >= 2 and proposal is not None and proposal.state is ProposalState.PENDING:
+    if policy.draws(APPROVE) and proposal is not None and proposal.state is ProposalState.PENDING:
         decide.append(("✅ Approve", CardPress(APPROVE, incident.id, str(proposal.id)).encode()))
         decide.append(("🚫 Reject", CardPress(REJECT, incident.id, str(proposal.id)).encode()))
-    if stage >= 3:
+    if policy.draws(INVESTIGATE):
         decide.append(("🔎 Investigate", CardPress(INVESTIGATE, incident.id).encode()))
     if decide:
         rows.append(decide)
@@ -205,7 +207,7 @@ def _buttons(incident: Incident, proposal: Proposal | None, stage: int) -> list[
             for p in Priority
         ]
     )
-    if stage >= 2:
+    if policy.draws(RESOLVE):
         rows.append(
             [
                 ("🔕 Mute 1h", CardPress(MUTE, incident.id, "1h").encode()),

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.card import render_card
+from bot.card_render import render_card
 from bot.models import utcnow
+from bot.rollout import RolloutPolicy
 from storage.db import Executor
 from storage.incidents import IncidentRepository
-from storage.outbox import OutboxRepository
+from storage.outbox import MESSAGE_PRIORITY, OutboxRepository
 from storage.proposals import ProposalRepository
 
 
 class CardPublisher:
-    def __init__(self, chat_id: int, stage: int, on_queued: Callable[[], None] | None = None) -> None:
+    def __init__(self, chat_id: int, policy: RolloutPolicy, on_queued: Callable[[], None] | None = None) -> None:
         self.chat_id = chat_id
-        self.stage = stage
+        self.policy = policy
         # Wakes the outbox sender. Safe inside a transaction: the sender's read waits for the
         # database lock, so it sees the rows only once they are committed.
         self.on_queued = on_queued or (lambda: None)
@@ -35,7 +36,7 @@ class CardPublisher:
             return
         proposal = await ProposalRepository(tx).latest_for(incident_id)
         now = utcnow()
-        card = render_card(incident, proposal=proposal, stage=self.stage, now=now)
+        card = render_card(incident, proposal=proposal, policy=self.policy, now=now)
         payload = card.payload()
         payload["silent"] = incident.muted(now)  # a muted error's cards arrive without a notification
         await OutboxRepository(tx).put_card(
@@ -44,9 +45,13 @@ class CardPublisher:
         )
         self.on_queued()
 
-    async def say(self, tx: Executor, html_text: str, reply_to: int | None = None, chat_id: int | None = None) -> None:
-        """Queue a plain chat message (already-escaped HTML)."""
+    async def say(
+        self, tx: Executor, html_text: str, reply_to: int | None = None, chat_id: int | None = None,
+        priority: int = MESSAGE_PRIORITY,
+    ) -> None:
+        """Queue a plain chat message (already-escaped HTML); `priority` 0 goes ahead of every card."""
         await OutboxRepository(tx).add(
-            chat_id or self.chat_id, {"text": html_text, "parse_mode": "HTML", "buttons": []}, reply_to=reply_to
+            chat_id or self.chat_id, {"text": html_text, "parse_mode": "HTML", "buttons": []}, reply_to=reply_to,
+            priority=priority,
         )
         self.on_queued()
