@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.models import Proposal, ProposalState
-from bot.proposals import check_transition
+from bot.proposals import ProposalKind, check_transition
 from storage.db import Executor, Row
 from storage.timefmt import from_db, now_db, to_db
 
@@ -24,7 +24,7 @@ def _with_approvals(row: Row) -> Proposal:
 
 def _proposal(row: Row, approvals: list[tuple[int, str]]) -> Proposal:
     return Proposal(
-        id=row["id"], incident_id=row["incident_id"], kind=row["kind"], summary=row["summary"],
+        id=row["id"], incident_id=row["incident_id"], kind=ProposalKind(row["kind"]), summary=row["summary"],
         state=ProposalState(row["state"]), approvals_required=row["approvals_required"],
         created_at=from_db(row["created_at"]) or datetime.min, expires_at=from_db(row["expires_at"]) or datetime.min,
         pattern_id=row["pattern_id"], action=json.loads(row["action_json"]) if row["action_json"] else None,
@@ -132,8 +132,8 @@ class ProposalRepository:
 
     async def runs_since(self, since: datetime, pattern_id: str | None = None) -> int:
         """Pattern runs started since `since` (for cooldowns and the global rate limit)."""
-        sql = "SELECT COUNT(*) FROM proposals WHERE kind = 'pattern' AND started_at >= ?"
-        params: list[Any] = [to_db(since)]
+        sql = "SELECT COUNT(*) FROM proposals WHERE kind = ? AND started_at >= ?"
+        params: list[Any] = [ProposalKind.PATTERN.value, to_db(since)]
         if pattern_id is not None:
             sql += " AND pattern_id = ?"
             params.append(pattern_id)
@@ -142,9 +142,8 @@ class ProposalRepository:
 
     async def run_start_times(self, pattern_id: str, since: datetime, exclude_id: int) -> list[datetime]:
         rows = await self.db.fetchall(
-            "SELECT started_at FROM proposals WHERE kind = 'pattern' AND pattern_id = ? AND started_at >= ? "
-            "AND id != ?",
-            (pattern_id, to_db(since), exclude_id),
+            "SELECT started_at FROM proposals WHERE kind = ? AND pattern_id = ? AND started_at >= ? AND id != ?",
+            (ProposalKind.PATTERN.value, pattern_id, to_db(since), exclude_id),
         )
         return [dt for r in rows if (dt := from_db(r["started_at"])) is not None]
 

@@ -227,3 +227,18 @@ async def test_status_shows_refused_webhook_requests_that_left_no_rows(start_app
     assert "Webhook refused since start: 3 (not_found 3)" in reply.plain_text
     rows = await app.app.db.fetchall("SELECT * FROM audit WHERE action LIKE 'webhook%'")
     assert rows == []
+
+
+async def test_a_forty_thousand_digit_title_does_not_freeze_the_webhook(start_app):
+    app = await start_app()
+    body = {"text": "GlitchTip Alert", "attachments": [{"title": "9" * 40_000, "title_link": "https://gt.example.com/x"}]}
+    started = asyncio.get_running_loop().time()
+    posted = asyncio.create_task(app.post("glitchtip", body))
+    health = [await app.client.get(f"{app.base}/healthz") for _ in range(5)]
+    response = await posted
+    assert response.status_code == 202
+    assert all(h.status_code == 200 for h in health)
+    assert asyncio.get_running_loop().time() - started < 2.0  # was 13.5 s for the post, 27.6 s for /healthz
+    await app.wait_cards(1)
+    row = await app.app.db.fetchone("SELECT title FROM incidents")
+    assert row["title"].startswith("9" * 100) and "chars cut" in row["title"] and len(row["title"]) < 2100

@@ -50,6 +50,19 @@ def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
 APPROVE = keyboard([("Approve", "approve:1"), ("Reject", "reject:1")])
 
 
+class ManualClock:
+    """The emulator's monotonic clock, moved by hand: ages queries and ends outages without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def make_bot(emu: BotAPIEmulator, token: str = TOKEN) -> Bot:
     return Bot(token, session=AiohttpSession(api=TelegramAPIServer.from_base(emu.base_url)))
 
@@ -296,12 +309,40 @@ async def test_5xx_and_outages(emu: BotAPIEmulator, bot: Bot) -> None:
         await bot.send_message(GROUP, "x")
     assert await bot.get_updates(timeout=0) == []  # polling still works during an outage
     emu.set_down(False)
-    emu.outage(0.2)
-    with pytest.raises(TelegramServerError):
-        await bot.send_message(GROUP, "x")
-    await asyncio.sleep(0.25)
     await bot.send_message(GROUP, "back")
     assert [m.text for m in emu.messages(GROUP)] == ["v2", "back"]
+
+
+async def test_faults_queue_in_order_and_spare_polling(emu: BotAPIEmulator, bot: Bot) -> None:
+    emu.fail("sendMessage", 429, times=2)
+    emu.fail("sendMessage", 500)
+    emu.fail(None, 503)
+    assert await bot.get_updates(timeout=0) == []  # "any method" faults leave getUpdates alone
+    for _ in range(4):
+        with pytest.raises((TelegramRetryAfter, TelegramServerError)):
+            await bot.send_message(GROUP, "x")
+    await bot.send_message(GROUP, "through")
+    assert [c.status for c in emu.calls if c.method == "sendMessage"] == [429, 429, 500, 503, 200]
+    assert emu.calls[1].description == "Too Many Requests: retry after 1"  # the default retry_after
+    assert [m.text for m in emu.messages(GROUP)] == ["through"]
+
+
+async def test_timed_outage_ends_by_itself() -> None:
+    clock = ManualClock()
+    async with BotAPIEmulator(clock=clock) as emu:
+        bot = make_bot(emu)
+        try:
+            emu.outage(30)
+            with pytest.raises(TelegramServerError, match="Bad Gateway"):
+                await bot.send_message(GROUP, "x")
+            clock.advance(29.9)
+            assert emu.is_down
+            clock.advance(0.1)
+            assert not emu.is_down
+            await bot.send_message(GROUP, "back")
+        finally:
+            await close_bot(bot)
+        assert [m.text for m in emu.messages(GROUP)] == ["back"]
 
 
 async def test_token_check_and_unknown_method(emu: BotAPIEmulator) -> None:
@@ -405,18 +446,38 @@ async def test_get_updates_offset_allowed_updates_and_conflict(emu: BotAPIEmulat
     assert [u.message.text for u in await second_poll if u.message] == ["late"]
 
 
-async def test_callback_queries_expire_like_telegram(emu: BotAPIEmulator, bot: Bot) -> None:
-    emu.query_ttl = 0.05
-    card = await bot.send_message(GROUP, "card", reply_markup=APPROVE)
-    fast = emu.press_button(GROUP, card.message_id, USER, "approve:1")
-    slow = emu.press_button(GROUP, card.message_id, USER, "reject:1")
-    assert await bot.answer_callback_query(fast, text="ok") is True
-    await asyncio.sleep(0.1)
-    with pytest.raises(TelegramBadRequest, match="query is too old"):
-        await bot.answer_callback_query(slow, text="too late")
-    assert emu.answers == {fast: {"text": "ok", "show_alert": False, "url": None, "cache_time": None}, slow: None}
-    with pytest.raises(TimeoutError):
-        await emu.wait_for_answer(slow, timeout=0.05)
+async def test_callback_queries_expire_like_telegram() -> None:
+    clock = ManualClock()
+    async with BotAPIEmulator(clock=clock) as emu:
+        bot = make_bot(emu)
+        try:
+            emu.query_ttl = 10  # read on every answer, so it can change on a running emulator
+            card = await bot.send_message(GROUP, "card", reply_markup=APPROVE)
+            fast = emu.press_button(GROUP, card.message_id, USER, "approve:1")
+            slow = emu.press_button(GROUP, card.message_id, USER, "reject:1")
+            clock.advance(10)
+            assert await bot.answer_callback_query(fast, text="ok") is True  # just in time
+            clock.advance(0.1)
+            with pytest.raises(TelegramBadRequest, match="query is too old"):
+                await bot.answer_callback_query(slow, text="too late")
+        finally:
+            await close_bot(bot)
+        assert emu.answers == {fast: {"text": "ok", "show_alert": False, "url": None, "cache_time": None}, slow: None}
+        with pytest.raises(TimeoutError, match="not answered within"):
+            await emu.wait_for_answer(slow, timeout=0.05)
+
+
+async def test_a_poll_held_across_reset_is_not_a_conflict(emu: BotAPIEmulator, bot: Bot) -> None:
+    emu.send_user_message(GROUP, USER, "before")
+    emu.fail("sendMessage", 500)
+    poll = asyncio.create_task(bot.get_updates(offset=2, timeout=5))  # confirms "before", then waits
+    await emu.wait_for(lambda: emu.waiting_polls == 1, timeout=2)
+    emu.reset()
+    assert emu.pending_updates == 0 and emu.messages(GROUP, include_user=True) == []
+    emu.send_user_message(GROUP, USER, "after")
+    assert [u.message.text for u in await poll if u.message] == ["after"]
+    await bot.send_message(GROUP, "faults were reset too")
+    assert emu.call_count("sendMessage", ok=True) == 1
 
 
 # ---------------------------------------------------------------- observers and HTTP control

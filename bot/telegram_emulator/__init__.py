@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from .cli import main
 from .markup import HTMLParseError, parse_html, strip_html, utf16_len
+from .models import ApiCall, EmulatorEvent, StoredMessage
 from .render import format_buttons, format_event
-from .server import ApiCall, BotAPIEmulator, EmulatorEvent, StoredMessage
+from .server import BotAPIEmulator
 
 __all__ = [
     "ApiCall",

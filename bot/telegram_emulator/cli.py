@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from .models import EmulatorEvent
 from .render import format_event
-from .server import BotAPIEmulator, EmulatorEvent
+from .server import BotAPIEmulator
 
 
 def _print_event(event: EmulatorEvent) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .markup import strip_html
-from .server import EmulatorEvent
+from .models import EmulatorEvent
 
 
 def format_buttons(reply_markup: dict[str, Any] | None) -> list[str]:
