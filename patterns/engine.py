@@ -13,30 +13,57 @@ Nothing in this module runs a process: see ``patterns.runner`` for that.
 
 from __future__ import annotations
 
-import difflib
+import contextlib
 import functools
 import os
 import re
 import shlex
 import socket
-import tomllib
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal, get_args
 
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+
+from bot.config_files import (
+    ConfigFileError,
+    Loc,
+    NonEmptyStr,
+    Number,
+    StrictModel,
+    between,
+    matching,
+    parse_model,
+    raise_problems,
+    read_toml,
+    regex,
+)
 from bot.models import Alert, Category
-
-# The triage rules' catastrophic-backtracking check, reused so both files refuse the same shapes.
-from bot.triage.rules import _NESTED_QUANTIFIER_RE as NESTED_QUANTIFIER_RE
 
 __all__ = [
     "ACTIONABLE_CATEGORIES",
     "GRAMMARS",
     "Pattern",
     "PatternError",
+    "PatternFile",
     "PatternMatch",
+    "PatternModel",
     "PatternSet",
     "Placeholder",
     "default_patterns_path",
@@ -55,8 +82,10 @@ ACTIONABLE_CATEGORIES: frozenset[Category] = frozenset(
     {Category.INFRASTRUCTURE, Category.TRANSIENT, Category.RESOURCE, Category.DEPENDENCY}
 )
 
-TEXT_FIELDS: tuple[str, ...] = ("title", "message", "stacktrace")
-ALERT_FIELDS: tuple[str, ...] = ("project", "environment", "server", "release", "level")
+TextField = Literal["title", "message", "stacktrace"]
+TEXT_FIELDS: tuple[TextField, ...] = get_args(TextField)
+#: The alert fields a placeholder may take its value from (``alert = "server"``).
+AlertField = Literal["project", "environment", "server", "release", "level"]
 MAX_STEPS = 5
 MAX_TIMEOUT = 3600.0
 #: Regexes look at most at this many characters of an alert (bounds the matching cost).
@@ -84,25 +113,10 @@ _TEMPLATE_RE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
 _UNSAFE_CHARS = frozenset(";&|$`<>(){}[]*?!'\"\\,=%^#:+~")
 _FORBIDDEN_ENV = re.compile(r"(?:LD_|DYLD_)\w*|NODE_OPTIONS|PYTHONSTARTUP|BASH_ENV|ENV")
 
-_TOP_KEYS = ("settings", "patterns")
-_PATTERN_KEYS = (
-    "description", "category", "enabled", "match", "exclude", "projects", "environments",
-    "servers", "categories", "precheck", "action", "verify", "placeholders", "cwd", "env", "timeout",
-    "precheck_timeout", "verify_timeout", "verify_delay", "approvals_required", "requires_approval",
-    "cooldown", "max_runs", "window", "recurrence_window",
-)
-_MATCH_KEYS = ("any", "all", "in")
-_PLACEHOLDER_KEYS = ("from", "alert", "setting", "default", "validate", "grammar", "map")
-_CONDITION_KEYS = ("projects", "environments", "servers")
-
-
-class PatternError(Exception):
+class PatternError(ConfigFileError):
     """The pattern file is invalid; ``problems`` lists every problem with where it is."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems: list[str] = list(problems)
-        lines = "\n".join(f"- {p}" for p in self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) in the pattern file:\n{lines}")
+    what = "the pattern file"
 
 
 # -- placeholder grammars: a registry's own name rules, written once in code ------------------
@@ -166,7 +180,8 @@ def pypi_distribution_refusal(value: str) -> str | None:
 
 
 #: The named grammars a placeholder may reference with ``grammar = "..."``.
-GRAMMARS: Mapping[str, Callable[[str], str | None]] = {
+Grammar = Literal["npm-package", "pypi-distribution"]
+GRAMMARS: Mapping[Grammar, Callable[[str], str | None]] = {
     "npm-package": npm_package_refusal,
     "pypi-distribution": pypi_distribution_refusal,
 }
@@ -221,7 +236,7 @@ class Placeholder:
     default: str | None = None
     validate: re.Pattern[str] | None = None
     mapping: Mapping[str, str] = field(default_factory=dict)
-    grammar: str | None = None
+    grammar: Grammar | None = None
 
     @property
     def from_text(self) -> bool:
@@ -596,6 +611,246 @@ def _all_templates(pattern: Pattern) -> Iterator[str]:
     yield from pattern.env.values()
 
 
+# -- the file, as models ------------------------------------------------------------------------
+#
+# What each key may hold is declared here; what needs several keys at once (a placeholder and
+# the regex groups, a template and the placeholders) is checked by the validators below, each
+# problem at its own key, so `remediator patterns check` lists them all with where they are.
+
+
+def _not_a_shell_string(value: object) -> object:
+    if isinstance(value, str):
+        raise ValueError(f"a shell string is refused: give an argv list such as {_ARGV_EXAMPLE}")
+    return value
+
+
+def _runnable(argv: list[str]) -> list[str]:
+    if not argv[0]:
+        raise ValueError("the program (first element) must not be empty")
+    if any("\n" in a or "\x00" in a or "\r" in a for a in argv):
+        raise ValueError("arguments must not contain newlines or NUL")
+    shell = _shell_reason(argv)
+    if shell:
+        raise ValueError(shell)
+    return argv
+
+
+def _one_or_more_steps(value: object, handler: ValidatorFunctionWrapHandler) -> list[list[str]]:
+    """``["prog", "arg"]`` is one step: its problems are reported at the key itself, not at [0]."""
+    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(a, str) for a in value)):
+        return [_ARGV.validate_python(value)]
+    if isinstance(value, list) and not all(isinstance(a, list) for a in value):
+        raise ValueError("must be one argv list of strings, or a list of argv lists (one per step); got a mix")
+    steps: list[list[str]] = handler(value)
+    return steps
+
+
+def _harmless_env(name: str) -> str:
+    if _FORBIDDEN_ENV.fullmatch(name):
+        raise ValueError("this variable changes what a program loads or runs: refused")
+    return name
+
+
+def _setting_value(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("must be a string (or a number)")
+    if "\n" in str(value) or "\x00" in str(value):
+        raise ValueError("must not contain a newline or NUL")
+    return str(value)
+
+
+_ARGV_EXAMPLE = '["systemctl", "restart", "redis-server"]'
+Argv = Annotated[list[str], BeforeValidator(_not_a_shell_string), Field(min_length=1), AfterValidator(_runnable)]
+_ARGV: TypeAdapter[list[str]] = TypeAdapter(Argv)
+Steps = Annotated[list[Argv], Field(min_length=1, max_length=MAX_STEPS), WrapValidator(_one_or_more_steps)]
+Regex = Annotated[re.Pattern[str], regex(REGEX_FLAGS)]
+Name = Annotated[str, matching(_NAME_RE, "a name must be letters, digits and '_'")]
+EnvName = Annotated[Name, AfterValidator(_harmless_env)]
+PatternId = Annotated[str, matching(_ID_RE, "a pattern id must be lowercase letters, digits and '_', starting with a letter")]
+Text = Annotated[str, Field(min_length=1)]
+OneLine = Annotated[str, matching(re.compile(r"[^\n\x00]*"), "must be one line")]
+SettingValue = Annotated[str, PlainValidator(_setting_value)]
+Timeout = Annotated[Number, between(0.1, MAX_TIMEOUT)]
+Interval = Annotated[Number, between(0, 30 * 86400)]
+_SETTINGS: TypeAdapter[dict[str, str]] = TypeAdapter(dict[Name, SettingValue])
+
+
+class MatchModel(StrictModel):
+    """``match``: ``{any = [...], all = [...], in = [...]}``, or a plain list meaning ``any``."""
+
+    any: list[Regex] = []
+    all: list[Regex] = []
+    in_: Annotated[list[TextField], Field(alias="in", min_length=1)] = list(TEXT_FIELDS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_means_any(cls, value: object) -> object:
+        return {"any": value} if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _has_a_regex(self) -> MatchModel:
+        if not self.any and not self.all:
+            raise ValueError("needs at least one regex in 'any' or 'all'")
+        return self
+
+
+class PlaceholderModel(StrictModel):
+    """``[patterns.<id>.placeholders.<name>]``: where a ``{name}`` gets its value, what it must look like."""
+
+    from_: Annotated[Text | None, Field(alias="from")] = None
+    alert: AlertField | None = None
+    setting: Text | None = None
+    default: Text | None = None
+    validate_: Annotated[Annotated[re.Pattern[str], regex(0)] | None, Field(alias="validate")] = None
+    grammar: Grammar | None = None
+    map: dict[str, str] = {}
+
+    def to_placeholder(self, name: str) -> Placeholder:
+        return Placeholder(name=name, group=self.from_, alert_field=self.alert, setting=self.setting,
+                           default=self.default, validate=self.validate_, mapping=dict(self.map), grammar=self.grammar)
+
+
+class PatternModel(StrictModel):
+    """``[patterns.<id>]``: one allow-listed fix (format: the header of ``patterns/default.toml``)."""
+
+    description: Annotated[NonEmptyStr, Field(description="one line saying what is wrong and what the fix does")]
+    category: Annotated[Category, Field(description=f"one of {', '.join(Category)}")]
+    enabled: StrictBool = True
+    match: Annotated[MatchModel, Field(description="{any = [regex, ...]} and/or {all = [regex, ...]} (or a list)")]
+    exclude: list[Regex] = []
+    projects: Annotated[list[Text], Field(min_length=1)] | None = None
+    environments: Annotated[list[Text], Field(min_length=1)] | None = None
+    servers: Annotated[list[Text], Field(min_length=1)] | None = None
+    categories: Annotated[list[Category], Field(min_length=1)] | None = None
+    placeholders: dict[Name, PlaceholderModel] = {}
+    action: Steps | None = None
+    verify: Argv | None = None
+    precheck: Argv | None = None
+    cwd: Text | None = None
+    env: dict[EnvName, OneLine] = {}
+    timeout: Timeout = 120.0
+    precheck_timeout: Timeout | None = None  # default: min(timeout, 60)
+    verify_timeout: Timeout | None = None  # default: min(timeout, 60)
+    verify_delay: Annotated[Number, between(0, 600)] = 0.0
+    approvals_required: Annotated[StrictInt, between(1, 10)] = 1
+    requires_approval: StrictBool = True
+    cooldown: Interval = 300.0
+    max_runs: Annotated[StrictInt, between(1, 1000)] | None = None
+    window: Annotated[Number, between(1, 30 * 86400)] | None = None
+    recurrence_window: Interval = 600.0
+
+    @field_validator("placeholders")
+    @classmethod
+    def _placeholders_can_be_filled(cls, value: dict[str, PlaceholderModel],
+                                    info: ValidationInfo) -> dict[str, PlaceholderModel]:
+        match: MatchModel | None = info.data.get("match")
+        groups = None if match is None else {g for rx in match.any + match.all for g in rx.groupindex}
+        settings = (info.context or {}).get("settings", {})
+        raise_problems(p for name, ph in value.items() for p in _placeholder_problems(name, ph, groups, settings))
+        return value
+
+    @model_validator(mode="after")
+    def _commands_fit_together(self, info: ValidationInfo) -> PatternModel:
+        problems: list[tuple[Loc, str]] = [
+            ((key,), f"a {key} command needs an action to {verb}")
+            for key, verb in (("verify", "verify"), ("precheck", "guard"))
+            if getattr(self, key) is not None and self.action is None
+        ]
+        if self.action is not None and self.category not in ACTIONABLE_CATEGORIES:
+            allowed = ", ".join(sorted(c.value for c in ACTIONABLE_CATEGORIES))
+            problems.append((("action",), f"category '{self.category.value}' may not carry an action (only "
+                                          f"{allowed} may): such errors need a human fix, not an automatic one"))
+        if self.max_runs is not None and self.window is None:
+            problems.append((("window",), "required with max_runs: the window in seconds"))
+        problems += _template_problems(self, (info.context or {}).get("settings", {}))
+        raise_problems(problems)
+        return self
+
+    def to_pattern(self, pid: str, source: str) -> Pattern:
+        sets = {k: frozenset(v) if v is not None else None for k, v in
+                (("projects", self.projects), ("environments", self.environments), ("servers", self.servers))}
+        return Pattern(
+            id=pid, description=self.description, category=self.category, match_any=tuple(self.match.any),
+            match_all=tuple(self.match.all), exclude=tuple(self.exclude),
+            fields=tuple(f for f in TEXT_FIELDS if f in self.match.in_),
+            steps=tuple(tuple(step) for step in self.action or ()),
+            verify=tuple(self.verify) if self.verify else None, precheck=tuple(self.precheck) if self.precheck else None,
+            placeholders={name: ph.to_placeholder(name) for name, ph in self.placeholders.items()},
+            cwd=self.cwd, env=dict(self.env), timeout=self.timeout,
+            precheck_timeout=self.precheck_timeout or min(self.timeout, 60.0),
+            verify_timeout=self.verify_timeout or min(self.timeout, 60.0), verify_delay=self.verify_delay,
+            **sets, categories=frozenset(self.categories) if self.categories else None,
+            approvals_required=self.approvals_required, requires_approval=self.requires_approval,
+            cooldown=self.cooldown, max_runs=self.max_runs or 3, window=self.window or 3600.0,
+            recurrence_window=self.recurrence_window or None,
+            enabled=self.enabled, source=source,
+        )
+
+
+class PatternFile(StrictModel):
+    """The whole allow-list file."""
+
+    settings: dict[Name, SettingValue] = {}
+    patterns: dict[PatternId, PatternModel] = {}
+
+
+def _placeholder_problems(name: str, ph: PlaceholderModel, groups: set[str] | None,
+                          settings: Mapping[str, str]) -> Iterator[tuple[Loc, str]]:
+    """What a placeholder needs beyond its own keys: a source, a validate regex for text from the
+    alert, a group the match regexes define, a setting that exists, fixed values that obey the rules."""
+    if groups is not None and ph.from_ is not None and ph.from_ not in groups:
+        have = ", ".join(sorted(groups)) or "none"
+        yield (name, "from"), f"{ph.from_!r} is not a named group of this pattern's match regexes (groups: {have})"
+    if ph.setting is not None and ph.setting not in settings:
+        yield (name, "setting"), f"{ph.setting!r} is not a key of [settings]"
+    if (ph.from_, ph.alert, ph.setting, ph.default) == (None, None, None, None):
+        yield (name,), "needs a source: from (regex group), alert, setting or default"
+    if ph.validate_ is None and (ph.from_ is not None or ph.alert is not None):
+        yield (name, "validate"), ("required: a value taken from the alert must fully match a validation regex "
+                                   "before it may fill an argument")
+    fixed = [("default", ph.default), *((f"map.{k}", v) for k, v in ph.map.items())]
+    if ph.setting is not None and ph.setting in settings:
+        fixed.append(("setting", settings[ph.setting]))
+    for label, value in fixed:
+        if value is None:
+            continue
+        if ph.validate_ is not None and not ph.validate_.fullmatch(value):
+            yield (name, label), f"{value!r} does not match this placeholder's validate regex"
+        wrong = GRAMMARS[ph.grammar](value) if ph.grammar else None
+        if wrong:
+            yield (name, label), f"{value!r} {wrong} (grammar {ph.grammar!r})"
+
+
+def _template_problems(m: PatternModel, settings: Mapping[str, str]) -> Iterator[tuple[Loc, str]]:
+    """Every {name} must be defined; values from error text may not choose the program, the
+    working directory or the environment; a program given through a setting is not a shell."""
+    steps = m.action or []
+    commands: list[tuple[Loc, list[str]]] = [((("action", i) if len(steps) > 1 else ("action",)), s)
+                                             for i, s in enumerate(steps)]
+    commands += [((key,), argv) for key, argv in (("verify", m.verify), ("precheck", m.precheck)) if argv]
+    spots = [(loc, arg, j > 0) for loc, argv in commands for j, arg in enumerate(argv)]
+    spots += [(("cwd",), m.cwd, False)] if m.cwd else []
+    spots += [(("env", k), v, False) for k, v in m.env.items()]
+    for loc, template, text_ok in spots:
+        names = _template_names(template)
+        if names is None:
+            yield loc, f"unbalanced brace in {template!r} (write {{{{ and }}}} for literal braces)"
+        for name in names or ():
+            ph = m.placeholders.get(name)
+            if ph is None and name not in settings:
+                yield loc, (f"placeholder {{{name}}} is not defined: add [placeholders.{name}] to this pattern "
+                            f"or a [settings] key '{name}'")
+            elif ph is not None and (ph.from_ or ph.alert) and not text_ok:
+                yield loc, (f"placeholder {{{name}}} takes its value from the alert and may not choose the "
+                            "program, the working directory or the environment")
+    for loc, argv in commands:
+        names = _template_names(argv[0]) or []
+        if names and all(n in settings and n not in m.placeholders for n in names):
+            shell = _shell_reason([render(argv[0], settings), *argv[1:]])
+            if shell:
+                yield loc, shell
+
+
 def default_patterns_path() -> Path:
     """The packaged default allow-list (``patterns/default.toml``)."""
     return Path(str(resources.files("patterns").joinpath("default.toml")))
@@ -611,452 +866,19 @@ def load_patterns(path: Path | None = None, *, settings: Mapping[str, str] | Non
     Raises :class:`PatternError` listing every problem with where it is.
     """
     source_path = default_patterns_path() if path is None else Path(path)
-    source = str(source_path)
-    try:
-        text = source_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PatternError([f"{source}: cannot read: {exc}"]) from None
-    loader = _Loader(source)
-    patterns, merged = loader.load(text, settings or {})
-    if loader.problems:
-        raise PatternError(loader.problems)
-    return PatternSet(patterns, merged, source, hosts)
+    doc = read_toml(source_path, PatternError, "pattern file")
+    if isinstance(doc.get("settings", {}), dict):
+        doc["settings"] = {**doc.get("settings", {}), **(settings or {})}
+    model = parse_model(PatternFile, doc, str(source_path), PatternError, settings=_valid_settings(doc))
+    patterns = [spec.to_pattern(pid, str(source_path)) for pid, spec in model.patterns.items()]
+    return PatternSet(patterns, model.settings, str(source_path), hosts)
 
 
-class _Loader:
-    """Turns parsed TOML into Patterns, collecting every problem instead of stopping."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[str] = []
-
-    def err(self, where: str, message: str) -> None:
-        self.problems.append(f"{self.source}: {where}: {message}")
-
-    def unknown_keys(self, where: str, table: Mapping[str, Any], known: Sequence[str]) -> None:
-        for key in table:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
-                self.err(f"{where}.{key}" if where else key, f"unknown key{hint}")
-
-    # -- top level -------------------------------------------------------------------------
-
-    def load(self, text: str, overrides: Mapping[str, str]) -> tuple[list[Pattern], dict[str, str]]:
-        try:
-            doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            self.problems.append(f"{self.source}: invalid TOML: {exc}")
-            return [], {}
-        self.unknown_keys("", doc, _TOP_KEYS)
-        settings = self.settings(doc.get("settings", {}), overrides)
-        raw_patterns = doc.get("patterns", {})
-        if not isinstance(raw_patterns, dict):
-            self.err("patterns", "must be a table of [patterns.<id>] tables")
-            return [], settings
-        patterns: list[Pattern] = []
-        for pid, spec in raw_patterns.items():
-            pattern = self.pattern(pid, spec, settings)
-            if pattern is not None:
-                patterns.append(pattern)
-        return patterns, settings
-
-    def settings(self, raw: Any, overrides: Mapping[str, str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        if not isinstance(raw, dict):
-            self.err("settings", "must be a table of name = \"value\"")
-            return out
-        for where, table in (("settings", raw), ("settings (overrides)", dict(overrides))):
-            for key, value in table.items():
-                w = f"{where}.{key}"
-                if not _NAME_RE.fullmatch(key):
-                    self.err(w, "a setting name must be letters, digits and '_'")
-                elif isinstance(value, bool) or not isinstance(value, str | int | float):
-                    self.err(w, "must be a string (or a number)")
-                elif "\n" in str(value) or "\x00" in str(value):
-                    self.err(w, "must not contain a newline or NUL")
-                else:
-                    out[key] = str(value)
-        return out
-
-    # -- one pattern -------------------------------------------------------------------------
-
-    def pattern(self, pid: str, spec: Any, settings: Mapping[str, str]) -> Pattern | None:
-        where = f"patterns.{pid}"
-        n_before = len(self.problems)
-        if not _ID_RE.fullmatch(pid):
-            self.err(where, "a pattern id must be lowercase letters, digits and '_', starting with a letter")
-        if not isinstance(spec, dict):
-            self.err(where, "must be a table")
-            return None
-        self.unknown_keys(where, spec, _PATTERN_KEYS)
-
-        description = spec.get("description")
-        if not isinstance(description, str) or not description.strip():
-            self.err(f"{where}.description", "required: one line saying what is wrong and what the fix does")
-            description = ""
-        category = self.category(f"{where}.category", spec.get("category"), required=True)
-        enabled = self.boolean(f"{where}.enabled", spec.get("enabled"), True)
-
-        match_any, match_all, fields = self.match(f"{where}.match", spec.get("match"))
-        exclude = self.regex_list(f"{where}.exclude", spec.get("exclude", []))
-        conditions = {k: self.str_set(f"{where}.{k}", spec.get(k)) for k in _CONDITION_KEYS}
-        categories = self.categories(f"{where}.categories", spec.get("categories"))
-
-        steps: list[tuple[str, ...]] = []
-        if "action" in spec:
-            steps = self.argv_steps(f"{where}.action", spec["action"], allow_steps=True)
-            if category is not None and category not in ACTIONABLE_CATEGORIES:
-                allowed = ", ".join(sorted(c.value for c in ACTIONABLE_CATEGORIES))
-                self.err(
-                    f"{where}.action",
-                    f"pattern '{pid}' has category '{category.value}', which may not carry an action "
-                    f"(only {allowed} may): such errors need a human fix, not an automatic one",
-                )
-        verify = self.single_argv(where, spec, "verify", "a verify command needs an action to verify")
-        precheck = self.single_argv(where, spec, "precheck", "a precheck needs an action to guard")
-
-        cwd = spec.get("cwd")
-        if cwd is not None and (not isinstance(cwd, str) or not cwd):
-            self.err(f"{where}.cwd", "must be a non-empty string (a directory)")
-            cwd = None
-        env = self.env(f"{where}.env", spec.get("env", {}))
-
-        timeout = self.number(f"{where}.timeout", spec.get("timeout"), 120.0, low=0.1, high=MAX_TIMEOUT)
-        precheck_timeout = self.number(
-            f"{where}.precheck_timeout", spec.get("precheck_timeout"), min(timeout, 60.0), low=0.1, high=MAX_TIMEOUT
-        )
-        verify_timeout = self.number(
-            f"{where}.verify_timeout", spec.get("verify_timeout"), min(timeout, 60.0), low=0.1, high=MAX_TIMEOUT
-        )
-        verify_delay = self.number(f"{where}.verify_delay", spec.get("verify_delay"), 0.0, low=0, high=600)
-        approvals = int(
-            self.number(f"{where}.approvals_required", spec.get("approvals_required"), 1, low=1, high=10,
-                        integer=True)
-        )
-        requires_approval = self.boolean(f"{where}.requires_approval", spec.get("requires_approval"), True)
-        cooldown = self.number(f"{where}.cooldown", spec.get("cooldown"), 300.0, low=0, high=30 * 86400)
-        max_runs: int | None = None
-        window: float | None = None
-        if "max_runs" in spec or "window" in spec:
-            max_runs = int(self.number(f"{where}.max_runs", spec.get("max_runs"), 3, low=1, high=1000,
-                                       integer=True))
-            if "window" not in spec:
-                self.err(f"{where}.window", "required with max_runs: the window in seconds")
-            window = self.number(f"{where}.window", spec.get("window"), 3600.0, low=1, high=30 * 86400)
-        else:
-            max_runs, window = 3, 3600.0
-        recurrence = self.number(
-            f"{where}.recurrence_window", spec.get("recurrence_window"), 600.0, low=0, high=30 * 86400
-        )
-
-        placeholders = self.placeholders(
-            f"{where}.placeholders", spec.get("placeholders", {}), match_any + match_all, settings
-        )
-        self.check_templates(where, steps, verify, precheck, cwd, env, placeholders, settings)
-
-        if len(self.problems) > n_before or category is None:
-            return None
-        return Pattern(
-            id=pid,
-            description=description.strip(),
-            category=category,
-            match_any=match_any,
-            match_all=match_all,
-            exclude=exclude,
-            fields=fields,
-            steps=tuple(steps),
-            verify=verify,
-            precheck=precheck,
-            placeholders=placeholders,
-            cwd=cwd,
-            env=env,
-            timeout=timeout,
-            precheck_timeout=precheck_timeout,
-            verify_timeout=verify_timeout,
-            verify_delay=verify_delay,
-            projects=conditions["projects"],
-            environments=conditions["environments"],
-            servers=conditions["servers"],
-            categories=categories,
-            approvals_required=approvals,
-            requires_approval=requires_approval,
-            cooldown=cooldown,
-            max_runs=max_runs,
-            window=window,
-            recurrence_window=recurrence or None,
-            enabled=enabled,
-            source=self.source,
-        )
-
-    # -- pieces ---------------------------------------------------------------------------------
-
-    def category(self, where: str, raw: Any, *, required: bool) -> Category | None:
-        if raw is None:
-            if required:
-                self.err(where, f"required: one of {', '.join(c.value for c in Category)}")
-            return None
-        try:
-            return Category(raw)
-        except ValueError:
-            self.err(where, f"{raw!r} is not a category (one of {', '.join(c.value for c in Category)})")
-            return None
-
-    def categories(self, where: str, raw: Any) -> frozenset[Category] | None:
-        values = self.str_set(where, raw)
-        if values is None:
-            return None
-        out = {c for v in sorted(values) if (c := self.category(where, v, required=True)) is not None}
-        return frozenset(out)
-
-    def boolean(self, where: str, raw: Any, default: bool) -> bool:
-        if raw is None:
-            return default
-        if not isinstance(raw, bool):
-            self.err(where, "must be true or false")
-            return default
-        return raw
-
-    def number(self, where: str, raw: Any, default: float, *, low: float, high: float,
-               integer: bool = False) -> float:
-        if raw is None:
-            return default
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or (integer and not isinstance(raw, int)):
-            self.err(where, f"must be {'an integer' if integer else 'a number'} (seconds where a duration)")
-            return default
-        if not low <= raw <= high:
-            self.err(where, f"must be between {low:g} and {high:g}")
-            return default
-        return float(raw)
-
-    def str_set(self, where: str, raw: Any) -> frozenset[str] | None:
-        if raw is None:
-            return None
-        if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x for x in raw):
-            self.err(where, "must be a non-empty list of non-empty strings")
-            return None
-        return frozenset(raw)
-
-    def regex(self, where: str, raw: Any, flags: int = REGEX_FLAGS) -> re.Pattern[str] | None:
-        if not isinstance(raw, str) or not raw:
-            self.err(where, "must be a non-empty regex string")
-            return None
-        if NESTED_QUANTIFIER_RE.search(raw):
-            self.err(where, f"nested unbounded quantifier (like (a+)+) can backtrack catastrophically: {raw!r}")
-            return None
-        try:
-            return re.compile(raw, flags)
-        except re.error as exc:
-            self.err(where, f"bad regex {raw!r}: {exc}")
-            return None
-
-    def regex_list(self, where: str, raw: Any) -> tuple[re.Pattern[str], ...]:
-        if not isinstance(raw, list):
-            self.err(where, "must be a list of regex strings")
-            return ()
-        compiled = (self.regex(f"{where}[{i}]", r) for i, r in enumerate(raw))
-        return tuple(rx for rx in compiled if rx is not None)
-
-    def match(self, where: str, raw: Any) -> tuple[tuple[re.Pattern[str], ...], tuple[re.Pattern[str], ...],
-                                                   tuple[str, ...]]:
-        if raw is None:
-            self.err(where, "required: {any = [regex, ...]} and/or {all = [regex, ...]} (or a list = any)")
-            return (), (), TEXT_FIELDS
-        if isinstance(raw, list):
-            raw = {"any": raw}
-        if not isinstance(raw, dict):
-            self.err(where, "must be a table {any = [...], all = [...], in = [...]} or a list of regexes")
-            return (), (), TEXT_FIELDS
-        self.unknown_keys(where, raw, _MATCH_KEYS)
-        match_any = self.regex_list(f"{where}.any", raw.get("any", []))
-        match_all = self.regex_list(f"{where}.all", raw.get("all", []))
-        if not raw.get("any") and not raw.get("all"):
-            self.err(where, "needs at least one regex in 'any' or 'all'")
-        fields = TEXT_FIELDS
-        if "in" in raw:
-            chosen = self.str_set(f"{where}.in", raw["in"])
-            if chosen is not None:
-                bad = sorted(chosen - set(TEXT_FIELDS))
-                if bad:
-                    self.err(f"{where}.in", f"unknown field(s) {bad}: use {', '.join(TEXT_FIELDS)}")
-                fields = tuple(f for f in TEXT_FIELDS if f in chosen)
-        return match_any, match_all, fields
-
-    def argv_steps(self, where: str, raw: Any, *, allow_steps: bool) -> list[tuple[str, ...]]:
-        example = '["systemctl", "restart", "redis-server"]'
-        if isinstance(raw, str):
-            self.err(where, f"a shell string is refused: give an argv list such as {example}")
-            return []
-        if not isinstance(raw, list) or not raw:
-            self.err(where, f"must be a non-empty argv list such as {example}"
-                     + (" or a list of such lists" if allow_steps else ""))
-            return []
-        if all(isinstance(x, str) for x in raw):
-            steps, multi = [raw], False
-        elif allow_steps and all(isinstance(x, list) for x in raw):
-            steps, multi = raw, True
-            if len(steps) > MAX_STEPS:
-                self.err(where, f"at most {MAX_STEPS} steps")
-        else:
-            kind = "a list of argv lists (one per step)" if allow_steps else "one argv list of strings"
-            self.err(where, f"must be {kind}; got a mix of strings and other values")
-            return []
-        out: list[tuple[str, ...]] = []
-        for i, argv in enumerate(steps):
-            w = f"{where}[{i}]" if multi else where
-            if isinstance(argv, str):
-                self.err(w, f"a shell string is refused: give an argv list such as {example}")
-                continue
-            if not argv or not all(isinstance(a, str) for a in argv):
-                self.err(w, "must be a non-empty list of strings")
-                continue
-            if not argv[0]:
-                self.err(w, "the program (first element) must not be empty")
-                continue
-            if any("\n" in a or "\x00" in a or "\r" in a for a in argv):
-                self.err(w, "arguments must not contain newlines or NUL")
-                continue
-            shell = _shell_reason(argv)
-            if shell:
-                self.err(w, shell)
-                continue
-            out.append(tuple(argv))
-        return out
-
-    def single_argv(self, where: str, spec: Mapping[str, Any], key: str, needs_action: str) -> tuple[str, ...] | None:
-        """``verify`` or ``precheck``: one argv list, only next to an action."""
-        if key not in spec:
-            return None
-        parsed = self.argv_steps(f"{where}.{key}", spec[key], allow_steps=False)
-        if "action" not in spec:
-            self.err(f"{where}.{key}", needs_action)
-        return parsed[0] if parsed else None
-
-    def env(self, where: str, raw: Any) -> dict[str, str]:
-        if not isinstance(raw, dict):
-            self.err(where, "must be a table NAME = \"value\"")
-            return {}
-        out: dict[str, str] = {}
-        for key, value in raw.items():
-            if not _NAME_RE.fullmatch(key):
-                self.err(f"{where}.{key}", "an environment variable name must be letters, digits and '_'")
-            elif _FORBIDDEN_ENV.fullmatch(key):
-                self.err(f"{where}.{key}", "this variable changes what a program loads or runs: refused")
-            elif not isinstance(value, str) or "\x00" in value or "\n" in value:
-                self.err(f"{where}.{key}", "must be a one-line string")
-            else:
-                out[key] = value
-        return out
-
-    def placeholders(self, where: str, raw: Any, regexes: Sequence[re.Pattern[str]],
-                     settings: Mapping[str, str]) -> dict[str, Placeholder]:
-        if not isinstance(raw, dict):
-            self.err(where, "must be a table of [placeholders.<name>] tables")
-            return {}
-        groups = {g for rx in regexes for g in rx.groupindex}
-        out: dict[str, Placeholder] = {}
-        for name, spec in raw.items():
-            w = f"{where}.{name}"
-            if not _NAME_RE.fullmatch(name):
-                self.err(w, "a placeholder name must be letters, digits and '_'")
-                continue
-            if not isinstance(spec, dict):
-                self.err(w, 'must be a table such as {from = "group", validate = "^...$"}')
-                continue
-            self.unknown_keys(w, spec, _PLACEHOLDER_KEYS)
-            n_before = len(self.problems)
-            group = spec.get("from")
-            if group is not None and (not isinstance(group, str) or group not in groups):
-                have = ", ".join(sorted(groups)) or "none"
-                self.err(f"{w}.from", f"{group!r} is not a named group of this pattern's match regexes "
-                                      f"(groups: {have})")
-            alert_field = spec.get("alert")
-            if alert_field is not None and alert_field not in ALERT_FIELDS:
-                self.err(f"{w}.alert", f"{alert_field!r} is not one of {', '.join(ALERT_FIELDS)}")
-            setting = spec.get("setting")
-            if setting is not None and (not isinstance(setting, str) or setting not in settings):
-                self.err(f"{w}.setting", f"{setting!r} is not a key of [settings]")
-            default = spec.get("default")
-            if default is not None and (not isinstance(default, str) or not default):
-                self.err(f"{w}.default", "must be a non-empty string")
-            if group is None and alert_field is None and setting is None and default is None:
-                self.err(w, "needs a source: from (regex group), alert, setting or default")
-            validate = None
-            if "validate" in spec:
-                # no flags, and always used with fullmatch: the whole value must match
-                validate = self.regex(f"{w}.validate", spec["validate"], flags=0)
-            elif group is not None or alert_field is not None:
-                self.err(f"{w}.validate", "required: a value taken from the alert must fully match a "
-                                          "validation regex before it may fill an argument")
-            grammar = spec.get("grammar")
-            if grammar is not None and grammar not in GRAMMARS:
-                self.err(f"{w}.grammar", f"{grammar!r} is not a grammar (one of {', '.join(GRAMMARS)})")
-                grammar = None
-            mapping = spec.get("map", {})
-            if not isinstance(mapping, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
-            ):
-                self.err(f"{w}.map", "must be a table of \"text in the error\" = \"value to use\"")
-                mapping = {}
-            if validate is not None:
-                for label, value in [("default", default), *((f"map.{k}", v) for k, v in mapping.items())]:
-                    if isinstance(value, str) and not validate.fullmatch(value):
-                        self.err(f"{w}.{label}", f"{value!r} does not match its own validate regex")
-                if isinstance(setting, str) and setting in settings and not validate.fullmatch(settings[setting]):
-                    self.err(f"{w}.setting", f"the value of setting {setting!r} ({settings[setting]!r}) "
-                                             "does not match this placeholder's validate regex")
-            if grammar is not None:
-                fixed = [("default", default), *((f"map.{k}", v) for k, v in mapping.items())]
-                if isinstance(setting, str) and setting in settings:
-                    fixed.append(("setting", settings[setting]))
-                for label, value in fixed:
-                    wrong = GRAMMARS[grammar](value) if isinstance(value, str) else None
-                    if wrong:
-                        self.err(f"{w}.{label}", f"{value!r} {wrong} (grammar {grammar!r})")
-            if len(self.problems) > n_before:
-                continue
-            out[name] = Placeholder(
-                name=name, group=group, alert_field=alert_field, setting=setting, default=default,
-                validate=validate, mapping=dict(mapping), grammar=grammar,
-            )
-        return out
-
-    def check_templates(self, where: str, steps: Sequence[tuple[str, ...]], verify: tuple[str, ...] | None,
-                        precheck: tuple[str, ...] | None, cwd: str | None, env: Mapping[str, str],
-                        placeholders: Mapping[str, Placeholder], settings: Mapping[str, str]) -> None:
-        """Every {name} must be defined; values from error text may not choose the program,
-        the working directory or the environment."""
-        spots: list[tuple[str, str, bool]] = []  # (where, template, may hold text-sourced values)
-        multi = len(steps) > 1
-        for i, step in enumerate(steps):
-            base = f"{where}.action[{i}]" if multi else f"{where}.action"
-            spots += [(base, a, j > 0) for j, a in enumerate(step)]
-        if verify:
-            spots += [(f"{where}.verify", a, j > 0) for j, a in enumerate(verify)]
-        if precheck:
-            spots += [(f"{where}.precheck", a, j > 0) for j, a in enumerate(precheck)]
-        if cwd:
-            spots.append((f"{where}.cwd", cwd, False))
-        spots += [(f"{where}.env.{k}", v, False) for k, v in env.items()]
-        for spot, template, text_ok in spots:
-            names = _template_names(template)
-            if names is None:
-                self.err(spot, f"unbalanced brace in {template!r} (write {{{{ and }}}} for literal braces)")
-                continue
-            for name in names:
-                ph = placeholders.get(name)
-                if ph is None and name not in settings:
-                    self.err(spot, f"placeholder {{{name}}} is not defined: add "
-                                   f"[{where}.placeholders.{name}] or a [settings] key '{name}'")
-                elif ph is not None and ph.from_text and not text_ok:
-                    self.err(spot, f"placeholder {{{name}}} takes its value from the alert and may not "
-                                   "choose the program, the working directory or the environment")
-        # a program given through a setting must not be a shell either
-        commands = [(f"{where}.action[{i}]", step) for i, step in enumerate(steps)]
-        commands += [(f"{where}.{key}", argv) for key, argv in (("verify", verify), ("precheck", precheck)) if argv]
-        for spot, step in commands:
-            names = _template_names(step[0]) or []
-            if names and all(n in settings and n not in placeholders for n in names):
-                shell = _shell_reason([render(step[0], settings), *step[1:]])
-                if shell:
-                    self.err(spot, shell)
+def _valid_settings(doc: Mapping[str, object]) -> dict[str, str]:
+    """The good [settings] entries: the patterns are checked against them while the bad ones are reported."""
+    valid: dict[str, str] = {}
+    raw = doc.get("settings")
+    for key, value in raw.items() if isinstance(raw, dict) else ():
+        with contextlib.suppress(ValidationError):
+            valid |= _SETTINGS.validate_python({key: value})
+    return valid

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.models import Category
-from bot.triage import OwnerMap, RulesError
+from bot.triage import OwnerMap, OwnersError, RulesError
 
 OWNERS = """
 [[owner]]
@@ -123,22 +123,23 @@ def test_paths_from_huge_or_empty_text() -> None:
 @pytest.mark.parametrize(
     ("text", "needles"),
     [
-        ('[[owner]]\ntelegram = "@a"\nprojects = ["x"]\n', ["owner #1", "name"]),
+        ('[[owner]]\ntelegram = "@a"\nprojects = ["x"]\n', ["owner #1.name: required"]),
         ('[[owner]]\nname = "A"\ncategories = ["db"]\n', ["owner #1 ('A')", "'db'"]),
-        ('[[owner]]\nname = "A"\nproject = ["x"]\n', ["owner #1 ('A')", "unknown key", "project"]),
+        ('[[owner]]\nname = "A"\nproject = ["x"]\n', ["owner #1 ('A').project: unknown key", "'projects'"]),
         ('[[owner]]\nname = "A"\ntelegram = "@a"\n', ["owner #1 ('A')", "default = true"]),
         ('[[owner]]\nname = "A"\ntelegram = "not a handle"\nprojects = ["x"]\n', ["telegram"]),
         ('[[owner]]\nname = "A"\ngithub = "-bad-"\nprojects = ["x"]\n', ["github"]),
-        ('[[owner]]\nname = "A"\npaths = "src/*"\n', ["paths", "list"]),
-        ('[[owner]]\nname = "A"\ndefault = "yes"\n', ["default"]),
-        ('[owners]\nname = "A"\n', ["unknown top-level", "owners"]),
+        ('[[owner]]\nname = "A"\npaths = "src/*"\n', ["paths: must be a list"]),
+        ('[[owner]]\nname = "A"\ndefault = "yes"\n', ["default: must be true or false"]),
+        ('[[owner]]\nname = " "\ndefault = true\n', ["owner #1.name: must not be empty"]),
+        ('[owners]\nname = "A"\n', ["owners: unknown key (did you mean 'owner'?)"]),
         ("[[owner]\n", ["invalid TOML"]),
     ],
 )
 def test_bad_owners_file(tmp_path: Path, text: str, needles: list[str]) -> None:
     path = tmp_path / "owners.toml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(RulesError) as info:
+    with pytest.raises(OwnersError) as info:
         OwnerMap.load(path)
     message = str(info.value)
     assert str(path) in message
@@ -147,5 +148,33 @@ def test_bad_owners_file(tmp_path: Path, text: str, needles: list[str]) -> None:
 
 
 def test_missing_owners_file(tmp_path: Path) -> None:
-    with pytest.raises(RulesError, match="cannot read"):
+    with pytest.raises(OwnersError, match="cannot read owners file"):
         OwnerMap.load(tmp_path / "missing.toml")
+
+
+def test_every_problem_of_an_owners_file_is_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "owners.toml"
+    path.write_text(
+        '[[owner]]\nname = "A"\ntelegram = "a b"\ngithub = "-x-"\nprojects = ["api"]\n'
+        '[[owner]]\nname = "B"\ncategories = ["db", "code"]\n'
+        '[[owner]]\nname = "C"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(OwnersError) as info:
+        OwnerMap.load(path)
+    wheres = [p.split(": ")[1] for p in info.value.problems]
+    assert wheres == ["owner #1 ('A').telegram", "owner #1 ('A').github", "owner #2 ('B').categories[0]",
+                      "owner #3 ('C')"]
+    # an owners file's mistakes are not reported as a rules file's
+    assert not isinstance(info.value, RulesError) and "owners file" in str(info.value)
+
+
+def test_a_bad_owners_file_stops_the_start_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.cli import _check_files
+    from bot.settings import load_settings
+
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+    path = tmp_path / "owners.toml"
+    path.write_text('[[owner]]\nname = "A"\ncategories = ["db"]\n', encoding="utf-8")
+    message = _check_files(load_settings(owners_file=path, rules_file=None, rollout_stage=2))
+    assert message is not None and f"{path}: owner #1 ('A').categories[0]: 'db' is not one of" in message

@@ -83,7 +83,7 @@ def test_action_on_a_non_actionable_category_is_refused_naming_the_pattern(tmp_p
     with pytest.raises(PatternError) as info:
         load_patterns(path)
     (problem,) = info.value.problems
-    assert "patterns.rotate_secret.action" in problem and "'rotate_secret'" in problem
+    assert "patterns.rotate_secret.action" in problem and "may not carry an action" in problem
     assert category in problem and str(path) in problem
 
 
@@ -156,7 +156,7 @@ def test_check_file_lists_every_problem_at_once_with_where(tmp_path: Path) -> No
     problems = PatternSet.check_file(path)
     text = "\n".join(problems)
     expected = [
-        ("patterns.a.match.any[0]", "bad regex"),
+        ("patterns.a.match.any[0]", "invalid regex"),
         ("patterns.b.acton", "unknown key"),
         ("patterns.c.action", "{package} is not defined"),
         ("patterns.d.action", "shell string is refused"),
@@ -165,7 +165,7 @@ def test_check_file_lists_every_problem_at_once_with_where(tmp_path: Path) -> No
         ("patterns.g.placeholders.pkg.from", "not a named group"),
         ("patterns.g.placeholders.pkg.validate", "required"),
         ("patterns.h.description", "required"),
-        ("patterns.h.category", "not a category"),
+        ("patterns.h.category", "'weather' is not one of 'infrastructure'"),
         ("patterns.h.timeout", "between"),
         ("patterns.h.approvals_required", "integer"),
     ]
@@ -199,17 +199,32 @@ def test_check_file_lists_every_problem_at_once_with_where(tmp_path: Path) -> No
         ("[settings]\nsh='bash'\n[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['x']\naction=['{sh}']\n",
          "runs a shell"),
         ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['(?P<v>x)']\naction=['a', '{v}']\n"
-         "[patterns.x.placeholders.v]\nfrom='v'\nvalidate='^[a-z]$'\ndefault='ZZ'\n", "its own validate regex"),
+         "[patterns.x.placeholders.v]\nfrom='v'\nvalidate='^[a-z]$'\ndefault='ZZ'\n",
+         "patterns.x.placeholders.v.default: 'ZZ' does not match this placeholder's validate regex"),
         ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['(?P<v>x)']\naction=['a']\ncwd='{v}'\n"
          "[patterns.x.placeholders.v]\nfrom='v'\nvalidate='^[a-z]$'\n", "working directory"),
         ("unknown_top = 1\n", "unknown key"),
-        # regexes that backtrack catastrophically, refused like the triage rules refuse them
+        # regexes that backtrack catastrophically, refused by the same check as the triage rules'
         ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['(a+)+b']\naction=['a']\n",
-         "patterns.x.match.any[0]: nested unbounded quantifier"),
+         "patterns.x.match.any[0]: nested quantifier"),
         ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['x']\nexclude=['(\\w*)*y']\naction=['a']\n",
-         "patterns.x.exclude[0]: nested unbounded quantifier"),
+         "patterns.x.exclude[0]: nested quantifier"),
         ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['(?P<v>x)']\naction=['a', '{v}']\n"
-         "[patterns.x.placeholders.v]\nfrom='v'\nvalidate='^(?:[a-z]+)+$'\n", "nested unbounded quantifier"),
+         "[patterns.x.placeholders.v]\nfrom='v'\nvalidate='^(?:[a-z]+)+$'\n", "v.validate: nested quantifier"),
+        ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch={all=['(?:x|\\w+)*!']}\naction=['a']\n",
+         "patterns.x.match.all[0]: alternatives that can match the same text"),
+        ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['(ab|ab)*c']\naction=['a']\n",
+         "patterns.x.match.any[0]: alternatives that can match the same text"),
+        # unknown keys are named at every level, with the key that was probably meant
+        ("[patterns.x]\ndescription='d'\ncategory='dependency'\nmatch=['(?P<v>x)']\naction=['a', '{v}']\n"
+         "[patterns.x.placeholders.v]\nfrom='v'\nvalidat='^x$'\n",
+         "patterns.x.placeholders.v.validat: unknown key (did you mean 'validate'?)"),
+        ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch={any=['x'], inn=['title']}\n",
+         "patterns.x.match.inn: unknown key (did you mean 'in'?)"),
+        ("[patterns.x]\ndescription='d'\ncategory='resource'\nmatch={any=['x'], in=['body']}\n",
+         "patterns.x.match.in[0]: 'body' is not one of 'title', 'message' or 'stacktrace'"),
+        ("[settings]\nunit=['a']\n[patterns.x]\ndescription='d'\ncategory='resource'\nmatch=['x']\n",
+         "settings.unit: must be a string (or a number)"),
         # grammars: a known name, and fixed values that obey it
         ("[patterns.x]\ndescription='d'\ncategory='dependency'\nmatch=['(?P<v>x)']\naction=['a', '{v}']\n"
          "[patterns.x.placeholders.v]\nfrom='v'\nvalidate='^.+$'\ngrammar='cargo-crate'\n",
@@ -233,6 +248,29 @@ def test_check_file_lists_every_problem_at_once_with_where(tmp_path: Path) -> No
 def test_each_kind_of_mistake_is_reported(tmp_path: Path, body: str, where: str) -> None:
     problems = PatternSet.check_file(write(tmp_path, body))
     assert problems and any(where in p for p in problems), problems
+
+
+def test_problems_between_keys_of_one_pattern_are_all_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        [patterns.fix_code]
+        description = "a code bug fixed by a command"
+        category = "code"
+        match = ['TypeError']
+        action = ["python3", "-m", "{module}"]
+        precheck = ["test", "-d", "{dir}"]
+        verify = ["true"]
+        max_runs = 2
+    """)
+    problems = [p.removeprefix(f"{path}: ") for p in PatternSet.check_file(path)]
+    assert problems == [
+        "patterns.fix_code.action: category 'code' may not carry an action (only dependency, infrastructure, "
+        "resource, transient may): such errors need a human fix, not an automatic one",
+        "patterns.fix_code.window: required with max_runs: the window in seconds",
+        "patterns.fix_code.action: placeholder {module} is not defined: add [placeholders.module] to this "
+        "pattern or a [settings] key 'module'",
+        "patterns.fix_code.precheck: placeholder {dir} is not defined: add [placeholders.dir] to this pattern "
+        "or a [settings] key 'dir'",
+    ]
 
 
 def test_missing_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
@@ -355,12 +393,15 @@ def test_placeholder_sources_map_and_settings_override(tmp_path: Path) -> None:
     assert "5433" in (refused.refused or "") and "refused" in refused.summary()
 
 
-def test_the_default_file_passes_the_backtracking_check_like_the_triage_rules() -> None:
-    from bot.triage.rules import _NESTED_QUANTIFIER_RE
+def test_the_default_file_passes_the_same_regex_check_as_the_triage_rules() -> None:
+    from bot.regex_safety import regex_problem
+    from bot.triage import RuleSet
 
-    for p in load_patterns():
-        for rx in (*p.match_any, *p.match_all, *p.exclude):
-            assert not _NESTED_QUANTIFIER_RE.search(rx.pattern), (p.id, rx.pattern)
+    regexes = [rx for p in load_patterns() for rx in (*p.match_any, *p.match_all, *p.exclude)]
+    regexes += [ph.validate for p in load_patterns() for ph in p.placeholders.values() if ph.validate is not None]
+    regexes += [rx for r in RuleSet.load().rules for rx in (*r.match, *r.require, *r.exclude)]
+    assert len(regexes) > 800
+    assert [rx.pattern for rx in regexes if regex_problem(rx.pattern, rx.flags)] == []
 
 
 def test_precheck_is_rendered_and_shown_in_the_summary() -> None:

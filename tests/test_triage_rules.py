@@ -284,14 +284,17 @@ def test_custom_file_without_fallback_or_kinds_gets_safe_defaults(tmp_path: Path
         (GOOD_RULE.replace('cause = "disk full"', 'cause = "disk {full"'), ["demo.disk", "stray"]),
         (GOOD_RULE.replace('cause = "disk full"', 'cause = ""'), ["demo.disk", "cause"]),
         (GOOD_RULE.replace("match = ", "exlude = ['x']\nmatch = "), ["demo.disk", "unknown key", "exlude"]),
-        (GOOD_RULE.replace("match = ['No space left']", "match = []"), ["demo.disk", "at least one regex"]),
-        (GOOD_RULE.replace("match = ['No space left']", "match = 'No space'"), ["demo.disk", "list"]),
+        (GOOD_RULE.replace("match = ['No space left']", "match = []"), ["demo.disk", "match: must not be empty"]),
+        (GOOD_RULE.replace("match = ['No space left']", "match = 'No space'"), ["demo.disk", "match: must be a list"]),
         (GOOD_RULE + "[[rule]]" + GOOD_RULE.split("[[rule]]")[1], ["demo.disk", "duplicate"]),
-        (GOOD_RULE.replace('id = "demo.disk"', 'id = "Demo Disk"'), ["rule #1", "'id'"]),
-        (GOOD_RULE.split("[[rule]]")[0], ["no rules"]),
-        (GOOD_RULE.replace("[fallback]", "[fallbak]"), ["unknown top-level", "fallbak"]),
+        (GOOD_RULE.replace('id = "demo.disk"', 'id = "Demo Disk"'), ["rule #1 ('Demo Disk').id:", "lowercase"]),
+        (GOOD_RULE.split("[[rule]]")[0], ["rule: required", "[[rule]]"]),
+        (GOOD_RULE.replace("[fallback]", "[fallbak]"), ["fallbak: unknown key (did you mean 'fallback'?)"]),
         (GOOD_RULE + "\n[modifiers.level]\nfatal = 'up'\n", ["modifiers", "fatal"]),
         (GOOD_RULE + "\n[kinds.uptime_sideways]\ncategory='code'\npriority='P1'\ncause='x'\n", ["uptime_sideways"]),
+        (GOOD_RULE.replace("'No space left'", "'(a|a)*b'"), ["demo.disk", "match[0]", "backtrack"]),
+        (GOOD_RULE.replace("match = ", "require = ['(x+x+)+y']\nmatch = "), ["require[0]", "backtrack"]),
+        (GOOD_RULE + "\n[modifiers]\nhigh_count = 0\n", ["modifiers.high_count: must be 1 or more"]),
         ("[[rule]\nid = 1", ["invalid TOML"]),
     ],
 )
@@ -303,6 +306,27 @@ def test_bad_rules_file_names_the_problem(tmp_path: Path, text: str, needles: li
     assert str(path) in message
     for needle in needles:
         assert needle in message, (needle, message)
+
+
+def test_every_problem_of_a_rules_file_is_reported_at_once(tmp_path: Path) -> None:
+    rule = GOOD_RULE.split("[[rule]]")[1]
+    text = (
+        GOOD_RULE.replace("'No space left'", "'(a+)+'")
+        + "[[rule]]" + rule.replace("demo.disk", "demo.two").replace('priority = "P2"', 'priority = "P9"')
+        + "[[rule]]" + rule.replace("demo.disk", "demo.three").replace("cause =", "cuase = 'x'\ncause =")
+        + "\n[modifiers.environment]\nstaging = 7\n"
+    )
+    with pytest.raises(RulesError) as info:
+        RuleSet.load(write(tmp_path, text))
+    wheres = [p.split(": ")[1] for p in info.value.problems]
+    assert wheres == [
+        "modifiers.environment.staging",
+        "rule #1 ('demo.disk').match[0]",
+        "rule #2 ('demo.two').priority",
+        "rule #3 ('demo.three').cuase",
+    ]
+    assert str(info.value).startswith("4 problem(s) in the rules file:")
+    assert "did you mean 'cause'" in info.value.problems[3] and "'P9'" in info.value.problems[2]
 
 
 def test_missing_rules_file(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Offline rules triage and ownership: see ``rules.toml`` for the rules and their format."""
 
-from bot.triage.owners import OwnerEntry, OwnerMap
+from bot.triage.owners import OwnerEntry, OwnerMap, OwnersError
 from bot.triage.rules import Rule, RulesError, RuleSet
 
-__all__ = ["OwnerEntry", "OwnerMap", "Rule", "RuleSet", "RulesError"]
+__all__ = ["OwnerEntry", "OwnerMap", "OwnersError", "Rule", "RuleSet", "RulesError"]

@@ -24,24 +24,27 @@ and among entries of the same rank the first in the file wins. A path glob match
 path or any of its trailing parts (``src/billing/*`` matches
 ``/srv/app/src/billing/invoice.py``); ``*`` also crosses ``/``. Library and runtime frames
 (node_modules, site-packages, node:internal, the Python stdlib) are never used for owners.
+
+What an entry may hold is declared by `OwnerModel`; every problem of a file is reported at
+once in an `OwnersError`, each naming the file, the entry and the key.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, StrictBool, model_validator
+
+from bot.config_files import ConfigFileError, NonEmptyStr, StrictModel, matching, parse_model, read_toml
 from bot.models import Category, Owner
-from bot.triage.rules import RulesError
 
-__all__ = ["OwnerEntry", "OwnerMap"]
+__all__ = ["OwnerEntry", "OwnerMap", "OwnerModel", "OwnersError"]
 
-_ENTRY_KEYS = frozenset({"name", "telegram", "github", "projects", "categories", "paths", "default"})
 _HANDLE_RE = re.compile(r"@?[A-Za-z0-9_]{1,64}")
 _GITHUB_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 MAX_PATHS = 50
@@ -57,6 +60,46 @@ _LIBRARY_RE = re.compile(
     r"|^<|/lib/python\d|(?:^|/)python\d(?:\.\d+)?/"
 )
 _RANKS = {"paths": 3, "project+category": 2, "project": 1, "category": 0, "default": -1}
+
+
+class OwnersError(ConfigFileError):
+    """The owners file is unreadable or invalid; ``problems`` says where and why, one line each."""
+
+    what = "the owners file"
+
+
+def _glob(glob: str) -> str:
+    glob = glob.replace("\\", "/").removeprefix("./").lstrip("/")
+    return glob + "*" if glob.endswith("/") or not glob else glob
+
+
+class OwnerModel(StrictModel):
+    """One [[owner]] table (format: the module docstring)."""
+
+    name: NonEmptyStr
+    telegram: Annotated[NonEmptyStr, matching(_HANDLE_RE, "must look like '@handle'"),
+                        AfterValidator(lambda handle: "@" + handle.lstrip("@"))] | None = None
+    github: Annotated[NonEmptyStr, matching(_GITHUB_RE, "must be a GitHub login")] | None = None
+    projects: tuple[Annotated[NonEmptyStr, AfterValidator(str.lower)], ...] = ()
+    categories: tuple[Category, ...] = ()
+    paths: tuple[Annotated[NonEmptyStr, AfterValidator(_glob)], ...] = ()
+    default: StrictBool = False
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> OwnerModel:
+        if not (self.projects or self.categories or self.paths or self.default):
+            raise ValueError("no projects, categories or paths: add one, or set default = true for a catch-all")
+        return self
+
+    def to_entry(self) -> OwnerEntry:
+        owner = Owner(name=self.name, telegram=self.telegram, github=self.github)
+        return OwnerEntry(owner, frozenset(self.projects), frozenset(self.categories), self.paths, self.default)
+
+
+class OwnersFile(StrictModel):
+    """The whole owners file."""
+
+    owner: list[OwnerModel] = []
 
 
 @dataclass(frozen=True)
@@ -96,24 +139,11 @@ class OwnerMap:
 
     @classmethod
     def load(cls, path: Path) -> OwnerMap:
-        source = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text("utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RulesError(f"{source}: cannot read owners file: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise RulesError(f"{source}: invalid TOML: {exc}") from exc
-        return cls.from_dict(data, source)
+        return cls.from_dict(read_toml(path, OwnersError, "owners file"), str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<owners>") -> OwnerMap:
-        unknown = set(data) - {"owner"}
-        if unknown:
-            raise RulesError(f"{source}: unknown top-level key(s): {', '.join(sorted(unknown))}")
-        raw = data.get("owner", [])
-        if not isinstance(raw, list):
-            raise RulesError(f"{source}: 'owner' must be an array of [[owner]] tables")
-        return cls([_parse_entry(e, source, i) for i, e in enumerate(raw, 1)], source)
+        return cls([e.to_entry() for e in parse_model(OwnersFile, data, source, OwnersError).owner], source)
 
     def find(self, project: str | None, category: Category, paths: Sequence[str]) -> Owner | None:
         """The most specific owner for this project, category and stack-frame paths."""
@@ -153,63 +183,3 @@ def _glob_hits(glob: str, path: str) -> bool:
             return True
         start = path.find("/", start + 1)
     return False
-
-
-def _parse_entry(raw: Any, source: str, index: int) -> OwnerEntry:
-    where = f"{source}: owner #{index}"
-    if not isinstance(raw, dict):
-        raise RulesError(f"{where}: must be a table")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise RulesError(f"{where}: 'name' is required and must be a non-empty string")
-    where = f"{where} ('{name.strip()}')"
-    unknown = set(raw) - _ENTRY_KEYS
-    if unknown:
-        raise RulesError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
-    telegram = _optional_str(raw, "telegram", where)
-    if telegram is not None:
-        if not _HANDLE_RE.fullmatch(telegram):
-            raise RulesError(f"{where}: telegram must look like '@handle' (got {telegram!r})")
-        telegram = "@" + telegram.lstrip("@")
-    github = _optional_str(raw, "github", where)
-    if github is not None and not _GITHUB_RE.fullmatch(github):
-        raise RulesError(f"{where}: github must be a GitHub login (got {github!r})")
-    projects = frozenset(p.strip().lower() for p in _str_list(raw, "projects", where))
-    categories: set[Category] = set()
-    for value in _str_list(raw, "categories", where):
-        try:
-            categories.add(Category(value))
-        except ValueError:
-            raise RulesError(
-                f"{where}: unknown category {value!r} (expected one of {', '.join(c.value for c in Category)})"
-            ) from None
-    paths = tuple(_normalise_glob(p) for p in _str_list(raw, "paths", where))
-    default = raw.get("default", False)
-    if not isinstance(default, bool):
-        raise RulesError(f"{where}: 'default' must be true or false")
-    if not (projects or categories or paths or default):
-        raise RulesError(f"{where}: no projects, categories or paths: add one, or set default = true for a catch-all")
-    owner = Owner(name=name.strip(), telegram=telegram, github=github)
-    return OwnerEntry(owner, projects, frozenset(categories), paths, default)
-
-
-def _normalise_glob(glob: str) -> str:
-    glob = glob.replace("\\", "/")
-    glob = glob.removeprefix("./").lstrip("/")
-    return glob + "*" if glob.endswith("/") or not glob else glob
-
-
-def _optional_str(raw: dict[str, Any], key: str, where: str) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise RulesError(f"{where}: '{key}' must be a non-empty string")
-    return value.strip()
-
-
-def _str_list(raw: dict[str, Any], key: str, where: str) -> list[str]:
-    value = raw.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise RulesError(f"{where}: '{key}' must be a list of non-empty strings")
-    return [v.strip() for v in value]

@@ -5,10 +5,11 @@ read, reviewed and extended by people who triage errors, without touching Python
 module only loads, validates and applies them. The file format and the matching order are
 documented in the header of ``bot/triage/rules.toml``.
 
-Everything that can be wrong with a rules file is checked at load time (unknown keys, bad
-regexes, regexes that could backtrack catastrophically, unknown categories, a cause that
-refers to a group its regex does not define) and reported as a `RulesError` naming the
-file, the rule id and the problem, so a broken file fails at start-up, not at 3 a.m.
+What a rules file may hold is declared by the pydantic models below (`RulesFile`, `RuleModel`,
+`Outcome`, `Modifiers`): unknown keys, bad or catastrophically backtracking regexes (see
+`bot.regex_safety`), unknown categories, a cause that refers to a group its regex does not
+define. Every problem is reported at once in a `RulesError`, each naming the file, the rule
+and the key, so a broken file fails at start-up, not at 3 a.m.
 
 Alert text is untrusted: it only ever meets regular expressions, is clipped to a bounded
 size first, and values copied into the cause are redacted, then flattened to one short line.
@@ -17,20 +18,30 @@ size first, and values copied into the cause are redacted, then flattened to one
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any, Protocol
 
-from bot.models import Alert, AlertKind, Category, Priority, Triage
+from pydantic import AfterValidator, Field, StrictBool, StrictInt, field_validator, model_validator
+
+from bot.config_files import (
+    ConfigFileError,
+    Loc,
+    NonEmptyStr,
+    StrictModel,
+    between,
+    matching,
+    parse_model,
+    raise_problems,
+    read_toml,
+    regex,
+)
+from bot.models import Alert, Category, Owner, Priority, Triage
 from bot.redact import MASK, redact
 
-if TYPE_CHECKING:
-    from bot.triage.owners import OwnerMap
-
-__all__ = ["Rule", "RuleSet", "RulesError"]
+__all__ = ["OwnerLookup", "Rule", "RuleSet", "RulesError"]
 
 REGEX_FLAGS = re.IGNORECASE | re.MULTILINE
 #: Bounds on how much alert text the regexes see (keeps matching cost flat on huge input).
@@ -46,22 +57,23 @@ VALUE_CONTEXT = 64
 _ID_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 # {name} or {name|default text}; anything else in a cause is literal text.
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_]\w{0,39})(?:\|([^{}\n]{0,120}))?\}")
-# A quantified group whose body ends in a quantifier, e.g. (a+)+ or (\w*)*: the classic
-# catastrophic-backtracking shape. Bounded repeats ({0,80}) are fine and not caught.
-_NESTED_QUANTIFIER_RE = re.compile(r"\((?:[^()\\]|\\.)*[+*]\)(?:[+*]|\{\d*,\})")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 _REGEX_META = frozenset(".^$*+?{}[]()|")
 _FOLD_EXTRA = str.maketrans({"\u0131": "i"})
 
-_TOP_KEYS = frozenset({"version", "fallback", "kinds", "modifiers", "rule"})
-_RULE_KEYS = frozenset({"id", "match", "exclude", "require", "category", "priority", "tags", "cause", "fallback"})
-_OUTCOME_KEYS = frozenset({"category", "priority", "cause", "tags"})
-_MODIFIER_KEYS = frozenset({"environment", "level", "high_count", "high_count_steps"})
-_KINDS = frozenset(k.value for k in AlertKind) - {AlertKind.ERROR.value}
+
+class RulesError(ConfigFileError):
+    """The rules file is unreadable or invalid; ``problems`` says where and why, one line each."""
+
+    what = "the rules file"
 
 
-class RulesError(ValueError):
-    """A rules or owners file is unreadable or invalid; the message says where and why."""
+class OwnerLookup(Protocol):
+    """What triage needs from an owners map (`bot.triage.owners.OwnerMap`)."""
+
+    def paths_from_stacktrace(self, text: str) -> list[str]: ...
+
+    def find(self, project: str | None, category: Category, paths: Sequence[str]) -> Owner | None: ...
 
 
 @dataclass(frozen=True)
@@ -106,50 +118,113 @@ class Rule:
         return render_cause(self.cause, hit)
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    """A fixed result (the no-match fallback, or a non-error alert kind)."""
+# ----------------------------------------------------------------- the file, as models
+Regex = Annotated[re.Pattern[str], regex(REGEX_FLAGS)]
+Steps = Annotated[StrictInt, between(-3, 3)]
+
+
+def _one_line(cause: str) -> str:
+    if "\n" in cause or len(cause) > 240:
+        raise ValueError("must be one line of at most 240 characters")
+    return cause
+
+
+class Outcome(StrictModel):
+    """A fixed result: the no-match [fallback], a [kinds.*] outcome; a rule has these keys too."""
 
     category: Category
     priority: Priority
-    cause: str
-    tags: tuple[str, ...] = ()
+    cause: Annotated[NonEmptyStr, AfterValidator(_one_line)]
+    tags: tuple[NonEmptyStr, ...] = ()
 
 
-@dataclass(frozen=True)
-class _Modifiers:
-    environment: Mapping[str, int]
-    level: Mapping[str, int]
-    high_count: int
-    high_count_steps: int
+class RuleModel(Outcome):
+    """One [[rule]] table."""
+
+    id: Annotated[str, matching(_ID_RE, "must be lowercase letters, digits, '.', '_' or '-', starting with a letter")]
+    match: Annotated[list[Regex], Field(min_length=1)]
+    exclude: list[Regex] = []
+    require: list[Regex] = []
+    fallback: StrictBool = False
+
+    @model_validator(mode="after")
+    def _cause_names_groups_of_match(self) -> RuleModel:
+        raise_problems(_placeholder_problems(self.cause, self.match))
+        return self
+
+    def to_rule(self) -> Rule:
+        return Rule(
+            id=self.id, match=tuple(self.match), category=self.category, priority=self.priority, cause=self.cause,
+            tags=self.tags, exclude=tuple(self.exclude), require=tuple(self.require), fallback=self.fallback,
+            needles=tuple(required_literal(rx.pattern) for rx in self.match),
+        )
 
 
-#: Used when a rules file has no [fallback] / [kinds.*] of its own.
-_DEFAULT_FALLBACK = _Outcome(
-    Category.UNKNOWN, Priority.P2, "No rule recognised this error; read the stack trace.", ("unclassified",)
-)
-_DEFAULT_KINDS: dict[str, _Outcome] = {
-    AlertKind.UPTIME_DOWN.value: _Outcome(
-        Category.INFRASTRUCTURE, Priority.P0, "The uptime monitor cannot reach the service: it is down.", ("uptime",)
-    ),
-    AlertKind.UPTIME_UP.value: _Outcome(
-        Category.INFRASTRUCTURE, Priority.P3, "The uptime monitor reports the service is back up.", ("uptime",)
-    ),
-    AlertKind.TEST.value: _Outcome(
-        Category.UNKNOWN, Priority.P3, "Test notification; nothing is broken.", ("test-event",)
-    ),
-}
+class Kinds(StrictModel):
+    """[kinds.*]: the fixed outcome of each alert kind other than "error" (defaults when left out)."""
+
+    uptime_down: Outcome = Outcome(
+        category=Category.INFRASTRUCTURE, priority=Priority.P0,
+        cause="The uptime monitor cannot reach the service: it is down.", tags=("uptime",),
+    )
+    uptime_up: Outcome = Outcome(
+        category=Category.INFRASTRUCTURE, priority=Priority.P3,
+        cause="The uptime monitor reports the service is back up.", tags=("uptime",),
+    )
+    test: Outcome = Outcome(
+        category=Category.UNKNOWN, priority=Priority.P3, cause="Test notification; nothing is broken.",
+        tags=("test-event",),
+    )
 
 
+class Modifiers(StrictModel):
+    """[modifiers]: priority steps by environment, level and count (+1 = one step more urgent)."""
+
+    environment: dict[str, Steps] = {}
+    level: dict[str, Steps] = {}
+    high_count: Annotated[StrictInt, Field(ge=1)] = 100
+    high_count_steps: Annotated[StrictInt, Field(ge=0)] = 1
+
+    @field_validator("environment", "level")
+    @classmethod
+    def _names_as_compared(cls, table: dict[str, int]) -> dict[str, int]:
+        return {name.strip().lower(): steps for name, steps in table.items()}
+
+
+class RulesFile(StrictModel):
+    """The whole rules file (format: the header of ``bot/triage/rules.toml``)."""
+
+    version: StrictInt = 1
+    fallback: Outcome = Outcome(
+        category=Category.UNKNOWN, priority=Priority.P2,
+        cause="No rule recognised this error; read the stack trace.", tags=("unclassified",),
+    )
+    kinds: Kinds = Kinds()
+    modifiers: Modifiers = Modifiers()
+    rule: Annotated[list[RuleModel], Field(min_length=1, description="one or more [[rule]] tables")]
+
+    @model_validator(mode="after")
+    def _ids_are_unique(self) -> RulesFile:
+        first: dict[str, int] = {}
+        duplicates: list[tuple[Loc, str]] = []
+        for i, rule in enumerate(self.rule):
+            if rule.id in first:
+                duplicates.append((("rule", i, "id"), f"duplicate id (rule #{first[rule.id] + 1} has it too)"))
+            first.setdefault(rule.id, i)
+        raise_problems(duplicates)
+        return self
+
+
+# ---------------------------------------------------------------------------- the rules
 class RuleSet:
     """Ordered rules plus the priority modifiers; build it with `RuleSet.load`."""
 
     def __init__(
         self,
         rules: Sequence[Rule],
-        fallback: _Outcome,
-        modifiers: _Modifiers,
-        kinds: Mapping[str, _Outcome],
+        fallback: Outcome,
+        modifiers: Modifiers,
+        kinds: Mapping[str, Outcome],
         source: str = "<rules>",
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
@@ -164,56 +239,15 @@ class RuleSet:
     @classmethod
     def load(cls, path: Path | None = None) -> RuleSet:
         """Load and validate a rules file; None loads the packaged ``rules.toml``."""
-        if path is None:
-            source = "bot/triage/rules.toml"
-            try:
-                text = resources.files("bot.triage").joinpath("rules.toml").read_text("utf-8")
-            except OSError as exc:  # pragma: no cover - broken install
-                raise RulesError(f"{source}: cannot read packaged rules: {exc}") from exc
-        else:
-            source = str(path)
-            try:
-                text = Path(path).read_text("utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise RulesError(f"{source}: cannot read rules file: {exc}") from exc
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise RulesError(f"{source}: invalid TOML: {exc}") from exc
-        return cls.from_dict(data, source)
+        path = Path(str(resources.files("bot.triage").joinpath("rules.toml"))) if path is None else Path(path)
+        return cls.from_dict(read_toml(path, RulesError, "rules file"), str(path))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<rules>") -> RuleSet:
         """Validate already-parsed TOML data (what `load` does after reading the file)."""
-        unknown = set(data) - _TOP_KEYS
-        if unknown:
-            raise RulesError(f"{source}: unknown top-level key(s): {', '.join(sorted(unknown))}")
-        raw_rules = data.get("rule")
-        if not isinstance(raw_rules, list) or not raw_rules:
-            raise RulesError(f"{source}: no rules: expected one or more [[rule]] tables")
-        rules: list[Rule] = []
-        seen: set[str] = set()
-        for index, raw in enumerate(raw_rules, 1):
-            rule = _parse_rule(raw, source, index)
-            if rule.id in seen:
-                raise RulesError(f"{source}: rule '{rule.id}' (#{index}): duplicate id")
-            seen.add(rule.id)
-            rules.append(rule)
-        fallback = _DEFAULT_FALLBACK
-        if "fallback" in data:
-            fallback = _parse_outcome(data["fallback"], f"{source}: [fallback]")
-        kinds_raw = data.get("kinds", {})
-        if not isinstance(kinds_raw, dict):
-            raise RulesError(f"{source}: [kinds] must be a table")
-        kinds: dict[str, _Outcome] = dict(_DEFAULT_KINDS)
-        for kind, raw in kinds_raw.items():
-            if kind not in _KINDS:
-                raise RulesError(
-                    f"{source}: [kinds.{kind}]: unknown alert kind (expected one of {', '.join(sorted(_KINDS))})"
-                )
-            kinds[kind] = _parse_outcome(raw, f"{source}: [kinds.{kind}]")
-        modifiers = _parse_modifiers(data.get("modifiers", {}), f"{source}: [modifiers]")
-        return cls(rules, fallback, modifiers, kinds, source)
+        model = parse_model(RulesFile, data, source, RulesError)
+        kinds = {name: getattr(model.kinds, name) for name in Kinds.model_fields}
+        return cls([r.to_rule() for r in model.rule], model.fallback, model.modifiers, kinds, source)
 
     # ------------------------------------------------------------------ triage
     def match(self, alert: Alert) -> tuple[Rule, re.Match[str]] | None:
@@ -236,7 +270,7 @@ class RuleSet:
                         return rule, hit
         return None
 
-    def triage(self, alert: Alert, owners: OwnerMap | None = None) -> Triage:
+    def triage(self, alert: Alert, owners: OwnerLookup | None = None) -> Triage:
         """Categorise and prioritise one alert; fills the owner when `owners` is given."""
         kind_outcome = self._kinds.get(alert.kind.value)
         if kind_outcome is not None:
@@ -425,126 +459,18 @@ def _affected_users(alert: Alert) -> str | None:
     return None
 
 
-def _parse_rule(raw: Any, source: str, index: int) -> Rule:
-    where = f"{source}: rule #{index}"
-    if not isinstance(raw, dict):
-        raise RulesError(f"{where}: must be a table")
-    rid = raw.get("id")
-    if not isinstance(rid, str) or not _ID_RE.fullmatch(rid):
-        raise RulesError(f"{where}: 'id' must be lowercase letters, digits, '.', '_' or '-' (got {rid!r})")
-    where = f"{source}: rule '{rid}' (#{index})"
-    unknown = set(raw) - _RULE_KEYS
-    if unknown:
-        raise RulesError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
-    match = _regexes(raw.get("match"), f"{where}: match", required=True)
-    exclude = _regexes(raw.get("exclude", []), f"{where}: exclude")
-    require = _regexes(raw.get("require", []), f"{where}: require")
-    outcome = _parse_outcome({k: raw[k] for k in _OUTCOME_KEYS if k in raw}, where)
-    _check_placeholders(outcome.cause, match, where)
-    fallback = raw.get("fallback", False)
-    if not isinstance(fallback, bool):
-        raise RulesError(f"{where}: 'fallback' must be true or false")
-    return Rule(
-        id=rid,
-        match=match,
-        category=outcome.category,
-        priority=outcome.priority,
-        cause=outcome.cause,
-        tags=outcome.tags,
-        exclude=exclude,
-        require=require,
-        fallback=fallback,
-        needles=tuple(required_literal(rx.pattern) for rx in match),
-    )
-
-
-def _parse_outcome(raw: Any, where: str) -> _Outcome:
-    if not isinstance(raw, dict):
-        raise RulesError(f"{where}: missing or not a table (needs category, priority, cause)")
-    unknown = set(raw) - _OUTCOME_KEYS
-    if unknown:
-        raise RulesError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
-    category = raw.get("category")
-    try:
-        cat = Category(str(category))
-    except ValueError:
-        raise RulesError(
-            f"{where}: category {category!r} is not one of {', '.join(c.value for c in Category)}"
-        ) from None
-    priority = raw.get("priority")
-    try:
-        prio = Priority(str(priority))
-    except ValueError:
-        raise RulesError(f"{where}: priority {priority!r} is not one of P0, P1, P2, P3") from None
-    cause = raw.get("cause")
-    if not isinstance(cause, str) or not cause.strip():
-        raise RulesError(f"{where}: 'cause' must be a non-empty string")
-    if "\n" in cause or len(cause) > 240:
-        raise RulesError(f"{where}: 'cause' must be one line of at most 240 characters")
-    tags = raw.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
-        raise RulesError(f"{where}: 'tags' must be a list of non-empty strings")
-    return _Outcome(cat, prio, cause.strip(), tuple(tags))
-
-
-def _regexes(raw: Any, where: str, required: bool = False) -> tuple[re.Pattern[str], ...]:
-    if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
-        raise RulesError(f"{where}: must be a list of regex strings")
-    if required and not raw:
-        raise RulesError(f"{where}: needs at least one regex")
-    compiled = []
-    for i, pattern in enumerate(raw):
-        if not pattern:
-            raise RulesError(f"{where}[{i}]: empty regex")
-        if _NESTED_QUANTIFIER_RE.search(pattern):
-            raise RulesError(
-                f"{where}[{i}]: nested unbounded quantifier (like (a+)+) can backtrack catastrophically: {pattern!r}"
-            )
-        try:
-            compiled.append(re.compile(pattern, REGEX_FLAGS))
-        except re.error as exc:
-            raise RulesError(f"{where}[{i}]: invalid regex {pattern!r}: {exc}") from None
-    return tuple(compiled)
-
-
-def _check_placeholders(cause: str, match: Sequence[re.Pattern[str]], where: str) -> None:
+def _placeholder_problems(cause: str, match: Sequence[re.Pattern[str]]) -> list[tuple[Loc, str]]:
     """A placeholder without a default must be a named group in EVERY match regex."""
     stripped = _PLACEHOLDER_RE.sub("", cause)
     if "{" in stripped or "}" in stripped:
-        raise RulesError(f"{where}: cause has a stray '{{' or '}}' (use {{name}} or {{name|default}})")
+        return [(("cause",), "stray '{' or '}' (use {name} or {name|default})")]
+    problems: list[tuple[Loc, str]] = []
     for m in _PLACEHOLDER_RE.finditer(cause):
         name, default = m.group(1), m.group(2)
         missing = [i for i, rx in enumerate(match) if name not in rx.groupindex]
         if len(missing) == len(match):
-            raise RulesError(f"{where}: cause uses {{{name}}} but no match regex has (?P<{name}>...)")
-        if missing and default is None:
-            raise RulesError(
-                f"{where}: cause uses {{{name}}} without a default, but match{missing} has no "
-                f"(?P<{name}>...): write {{{name}|some default}}"
-            )
-
-
-def _parse_modifiers(raw: Any, where: str) -> _Modifiers:
-    if not isinstance(raw, dict):
-        raise RulesError(f"{where}: must be a table")
-    unknown = set(raw) - _MODIFIER_KEYS
-    if unknown:
-        raise RulesError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
-
-    def steps_table(key: str) -> dict[str, int]:
-        table = raw.get(key, {})
-        if not isinstance(table, dict):
-            raise RulesError(f"{where}.{key}: must be a table of name = steps")
-        out: dict[str, int] = {}
-        for name, steps in table.items():
-            if isinstance(steps, bool) or not isinstance(steps, int) or not -3 <= steps <= 3:
-                raise RulesError(f"{where}.{key}: {name!r} must be an integer from -3 to 3")
-            out[name.strip().lower()] = steps
-        return out
-
-    high_count = raw.get("high_count", 100)
-    steps = raw.get("high_count_steps", 1)
-    for name, value, low in (("high_count", high_count, 1), ("high_count_steps", steps, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise RulesError(f"{where}: {name} must be an integer >= {low}")
-    return _Modifiers(steps_table("environment"), steps_table("level"), high_count, steps)
+            problems.append((("cause",), f"uses {{{name}}} but no match regex has (?P<{name}>...)"))
+        elif missing and default is None:
+            problems.append((("cause",), f"uses {{{name}}} without a default, but match{missing} has no "
+                                         f"(?P<{name}>...): write {{{name}|some default}}"))
+    return problems
