@@ -7,24 +7,29 @@ together and the outbox coalesces rapid changes into one edit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from bot.card_render import render_card
-from bot.models import utcnow
+from bot.card_render import CardExtras, render_card
+from bot.models import Incident, utcnow
 from bot.rollout import RolloutPolicy
 from storage.db import Executor
 from storage.incidents import IncidentRepository
 from storage.outbox import MESSAGE_PRIORITY, OutboxRepository
 from storage.proposals import ProposalRepository
 
+#: what integrations add to an incident's card, read inside the publishing transaction
+ExtrasSource = Callable[[Executor, Incident], Awaitable[CardExtras | None]]
+
 
 class CardPublisher:
-    def __init__(self, chat_id: int, policy: RolloutPolicy, on_queued: Callable[[], None] | None = None) -> None:
+    def __init__(self, chat_id: int, policy: RolloutPolicy, on_queued: Callable[[], None] | None = None,
+                 extras: ExtrasSource | None = None) -> None:
         self.chat_id = chat_id
         self.policy = policy
         # Wakes the outbox sender. Safe inside a transaction: the sender's read waits for the
         # database lock, so it sees the rows only once they are committed.
         self.on_queued = on_queued or (lambda: None)
+        self.extras = extras  # e.g. GlitchTip's API lines (bot/glitchtip/card.py); None: none
 
     async def publish(self, tx: Executor, incident_id: int, *, held_back_too: bool = False) -> None:
         """Queue the card as it is now. A card held back in a storm (bot/storm.py) stays held back
@@ -36,7 +41,8 @@ class CardPublisher:
             return
         proposal = await ProposalRepository(tx).latest_for(incident_id)
         now = utcnow()
-        card = render_card(incident, proposal=proposal, policy=self.policy, now=now)
+        extras = await self.extras(tx, incident) if self.extras is not None else None
+        card = render_card(incident, proposal=proposal, policy=self.policy, now=now, extras=extras)
         payload = card.payload()
         payload["silent"] = incident.muted(now)  # a muted error's cards arrive without a notification
         await OutboxRepository(tx).put_card(

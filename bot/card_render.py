@@ -32,6 +32,26 @@ class Card:
         return {"text": self.text, "parse_mode": "HTML", "buttons": [[list(b) for b in row] for row in self.buttons]}
 
 
+@dataclass(frozen=True)
+class CardExtras:
+    """Lines an integration adds to a card (already-escaped HTML), each where a reader looks for it
+    (GlitchTip's API: bot/glitchtip/card.py). Cut like any body line when a card is too long."""
+
+    counts: str | None = None  # replaces the bot's own "🔁 ×n · first · last" line
+    about: tuple[str, ...] = ()  # under the title: culprit, level
+    events: tuple[str, ...] = ()  # under the counts: it came back in the tracker, …
+    details: tuple[str, ...] = ()  # under triage and owner: frames, request, release, runtime
+    state: tuple[str, ...] = ()  # under the resolved line: whether the tracker heard of it
+    links: tuple[str, ...] = ()  # under the tracker link: an issue filed elsewhere (bot/github/card.py)
+
+    def merged(self, other: CardExtras) -> CardExtras:
+        """Two integrations' lines on one card (each slot's lines in order; the first counts line wins)."""
+        return CardExtras(
+            counts=self.counts or other.counts, about=self.about + other.about, events=self.events + other.events,
+            details=self.details + other.details, state=self.state + other.state, links=self.links + other.links,
+        )
+
+
 def esc(value: object, limit: int = 300) -> str:
     """HTML-escape a value from the outside world, cut to `limit` characters first."""
     text = str(value)
@@ -88,9 +108,11 @@ def render_card(
     policy: RolloutPolicy = DEFAULT_POLICY,
     now: datetime | None = None,
     history: list[str] | None = None,
+    extras: CardExtras | None = None,
 ) -> Card:
-    """The card for `incident` as it stands now; `history` lines are already-safe HTML."""
+    """The card for `incident` as it stands now; `history` and `extras` lines are already-safe HTML."""
     t = incident.triage
+    extra = extras or CardExtras()
     prio = incident.priority
     head = f"{PRIORITY_EMOJI[prio]} <b>{prio.value}</b> · {esc(incident.category.value)} · #{incident.id}"
     if incident.priority != incident.priority_original:
@@ -101,12 +123,14 @@ def render_card(
     lines.append(f"<b>{esc(incident.title, 500)}</b>")
     if incident.message:
         lines.append(f"<code>{esc(incident.message, 300)}</code>")
+    lines.extend(extra.about)
     where = [esc(v, 80) for v in (incident.project, incident.environment, incident.server, incident.release) if v]
     if where:
         lines.append("📦 " + " · ".join(where))
     lines.append(
-        f"🔁 ×{incident.count} · first {_when(incident.first_seen)} · last {_when(incident.last_seen)}"
+        extra.counts or f"🔁 ×{incident.count} · first {_when(incident.first_seen)} · last {_when(incident.last_seen)}"
     )
+    lines.extend(extra.events)
     if incident.regression_of:
         lines.append(f"♻️ Regression: this came back after #{incident.regression_of} was resolved")
     if t.likely_cause:
@@ -120,13 +144,16 @@ def render_card(
         lines.append(f"👤 Owner: {esc(handle, 80)}")
     if t.note:
         lines.append(f"ℹ️ {esc(t.note, 200)}")
+    lines.extend(extra.details)
     link = _link(incident)
     if link:
         lines.append(link)
+    lines.extend(extra.links)
     if now and incident.muted(now):
         lines.append(f"🔕 Muted until {_when(incident.muted_until)}")
     if not incident.is_open:
         lines.append(f"✅ Resolved by {esc(incident.resolved_by or '?', 80)} at {_when(incident.resolved_at)}")
+    lines.extend(extra.state)
     text = _fit(lines, _proposal_line(proposal), history or [])
     return Card(text, _buttons(incident, proposal, policy))
 

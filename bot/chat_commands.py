@@ -15,6 +15,7 @@ from bot.callback_data import is_valid_id, parse_id
 from bot.card_render import PRIORITY_EMOJI, esc, render_card
 from bot.decisions import DecisionService, parse_duration
 from bot.models import Actor, Priority, utcnow
+from bot.open_commands import Asker, OpenCommandGuard, start_text
 from bot.rollout import RolloutPolicy
 from storage.audit import AuditEntry, AuditRepository
 from storage.db import Database
@@ -24,10 +25,10 @@ from storage.kv import KeyValueRepository
 from storage.outbox import OutboxRepository
 from storage.proposals import ProposalRepository
 
-# Commands anyone in the chat may use; the rest are for approvers.
+# Commands anyone may use, from any chat (bot/open_commands.py bounds them); the rest are for approvers.
 OPEN_TO_ALL = frozenset({"start", "help"})
 COMMANDS: list[tuple[str, str]] = [
-    ("start", "What this bot does"),
+    ("start", "This chat's id and yours, for the setup"),
     ("help", "Commands and buttons"),
     ("status", "Stage, kill switch, open incidents, queues"),
     ("incidents", "Open incidents, newest first"),
@@ -68,7 +69,7 @@ class CommandService:
 
     def __init__(
         self, db: Database, decisions: DecisionService, policy: RolloutPolicy, alert_chat_id: int,
-        webhook_refused: Callable[[], dict[str, int]] = _no_counts,
+        webhook_refused: Callable[[], dict[str, int]] = _no_counts, open_guard: OpenCommandGuard | None = None,
     ) -> None:
         self.db = db
         self.decisions = decisions
@@ -76,20 +77,24 @@ class CommandService:
         self.alert_chat_id = alert_chat_id
         # Webhook requests refused since start, by reason (counted in memory: strangers write no rows).
         self.webhook_refused = webhook_refused
+        # /start and /help come from anyone: answered and audited within limits.
+        self.open_guard = open_guard or OpenCommandGuard(db)
 
     async def run(self, actor: Actor, name: str, args: str | None, chat_id: int) -> Reply:
+        if name in OPEN_TO_ALL:
+            return await self._open(actor, name, chat_id)
         handler = self._handlers().get(name)
         if handler is None:
             return Reply(None)
-        if name not in OPEN_TO_ALL and not self.decisions.is_approver(actor.id):
+        if not self.decisions.is_approver(actor.id):
             await self.decisions.refuse(actor, f"command./{name}")
             return Reply("⛔ Not allowed: only approvers can use this command.")
         return await handler(actor, (args or "").strip(), chat_id)
 
     def _handlers(self) -> dict[str, Callable[[Actor, str, int], Awaitable[Reply]]]:
         return {
-            "start": self._help, "help": self._help, "status": self._status, "incidents": self._incidents,
-            "incident": self._incident, "mute": self._mute, "resolve": self._resolve, "killswitch": self._killswitch,
+            "status": self._status, "incidents": self._incidents, "incident": self._incident, "mute": self._mute,
+            "resolve": self._resolve, "killswitch": self._killswitch,
         }
 
     async def _audit(self, actor: Actor, name: str, outcome: str) -> None:
@@ -99,8 +104,19 @@ class CommandService:
         await self._audit(actor, name, outcome)
         return Reply(html_text)
 
-    async def _help(self, actor: Actor, args: str, chat_id: int) -> Reply:
-        return await self._answered(actor, "help", "ok", HELP)
+    async def _open(self, actor: Actor, name: str, chat_id: int) -> Reply:
+        """/start or /help from anyone, anywhere: ids and setup lines, or the help; never incident data."""
+        asker = Asker(actor, chat_id, in_alert_chat=chat_id == self.alert_chat_id,
+                      approver=self.decisions.is_approver(actor.id))
+        if not self.open_guard.may_answer(asker):
+            await self.open_guard.audit(name, "not answered: rate limit", asker)
+            return Reply(None)
+        await self.open_guard.audit(name, "answered", asker)
+        return Reply(start_text(asker) if name == "start" else HELP)
+
+    async def close(self) -> None:
+        """At shutdown: the audit summary of open commands still only counted."""
+        await self.open_guard.close()
 
     async def _status(self, actor: Actor, args: str, chat_id: int) -> Reply:
         return await self._answered(actor, "status", "ok", await self.status_text())
@@ -193,7 +209,7 @@ class CommandService:
         if not rows:
             return "No open incidents. 🎉"
         now = utcnow()
-        lines = ["<b>Open incidents</b> (newest first)"]
+        lines = ["<b>Open incidents</b> (most recently active first)"]
         for i in rows:
             muted = " 🔕" if i.muted(now) else ""
             lines.append(f"{PRIORITY_EMOJI[i.priority]} #{i.id} {i.priority.value} · {esc(i.title, 80)} · ×{i.count}{muted}")

@@ -86,6 +86,7 @@ class DecisionService:
         policy: RolloutPolicy,
         tasks: BackgroundTasks,
         start_action: Callable[[int, Actor], Coroutine[Any, Any, None]] | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.cards = cards
@@ -93,6 +94,8 @@ class DecisionService:
         self.policy = policy
         self.tasks = tasks
         self.start_action = start_action
+        # "Now" for expiry and mute times: injected so tests can move time instead of sleeping.
+        self.clock = clock
 
     def is_approver(self, user_id: int) -> bool:
         return user_id in self.approvers
@@ -154,7 +157,7 @@ class DecisionService:
             if proposal.state is ProposalState.SUPERSEDED and not incident.is_open:
                 return incident, proposal, _already_resolved(incident)  # closed by the resolve, not replaced
             return incident, proposal, _past(proposal)
-        if proposal.expires_at <= utcnow():
+        if proposal.expires_at <= self.clock():
             if await ProposalRepository(tx).transition(proposal.id, ProposalState.PENDING, ProposalState.EXPIRED):
                 await AuditRepository(tx).record("proposal.expire", "expired", incident_id=incident.id,
                                                  proposal_id=proposal.id)
@@ -285,7 +288,7 @@ class DecisionService:
             return await self.refuse(actor, "incident.mute", incident_id)
         if not is_valid_id(incident_id):
             return Outcome(f"No incident #{incident_id}.")
-        until = utcnow() + duration
+        until = self.clock() + duration
         async with self.db.transaction() as tx:
             incidents = IncidentRepository(tx)
             incident = await incidents.get(incident_id)
@@ -345,7 +348,7 @@ class DecisionService:
 
     async def expire_due(self, now: datetime | None = None) -> int:
         """Move pending proposals past their expiry to `expired` (run by the scheduler)."""
-        now = now or utcnow()
+        now = now or self.clock()
         expired = 0
         for proposal in await ProposalRepository(self.db).expired_pending(now):
             async with self.db.transaction() as tx:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from bot.card_publisher import CardPublisher
 from bot.card_render import esc, test_notification_text
 from bot.ingest import ParsedPayload, PayloadError, parse_payload
-from bot.models import Alert, AlertKind, Triage, utcnow
+from bot.models import Alert, AlertKind, Incident, Triage, utcnow
 from bot.recurrence import check_recurrence, has_fix_watches, muted_until
 from bot.redact import Redactor
 from bot.resolution import MONITOR_BACK_UP, ResolveResult, is_monitor_fingerprint, resolve_incident
@@ -50,6 +50,18 @@ class Proposer(Protocol):
     async def propose(
         self, tx: Executor, incident_id: int, alert: Alert, triage: Triage
     ) -> tuple[int, bool] | None: ...
+
+
+class Tracker(Protocol):
+    """An error tracker's API that knows more than its webhook (GlitchTip's: bot/glitchtip/service.py)."""
+
+    async def prefetch(self, alerts: list[Alert]) -> dict[str, Alert]:
+        """For alerts about to open incidents: fingerprint -> the richer alert, within a short budget."""
+        ...
+
+    async def on_opened(self, tx: Executor, incident: Incident) -> None: ...
+
+    async def on_repeat(self, tx: Executor, incident_id: int) -> None: ...
 
 
 def redact_alert(redactor: Redactor, alert: Alert) -> Alert:
@@ -111,6 +123,7 @@ class PipelineWorker(WakeableLoop):
         storm: StormGate | None = None,
         row_budget_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        tracker: Tracker | None = None,
     ) -> None:
         super().__init__()
         self.db = db
@@ -129,6 +142,7 @@ class PipelineWorker(WakeableLoop):
         self.storm = storm
         self.row_budget_s = row_budget_s
         self.clock = clock
+        self.tracker = tracker  # GlitchTip's API when configured: richer first cards, links, comebacks
         self._handed_over: dict[int, ParsedPayload] = {}
         self._cpu = ThreadPoolExecutor(1, thread_name_prefix="pipeline-cpu")
         self._summary_due: float | None = None  # when the current storm's summary is due
@@ -275,7 +289,31 @@ class PipelineWorker(WakeableLoop):
                     row.opened = await self._off_loop(self._redact_and_triage, opening)
                 except Exception as exc:
                     row.payload = exc
+        if self.tracker is not None:
+            await self._ask_tracker(prepared)
         return prepared
+
+    async def _ask_tracker(self, prepared: list[_Prepared]) -> None:
+        """New incidents' first cards carry what the tracker's API adds (culprit, stack, level) when
+        it answers within its budget, and triage runs again on that richer text: a stack often
+        decides the category. Whatever comes later edits the card instead."""
+        assert self.tracker is not None
+        try:
+            richer = await self.tracker.prefetch([alert for row in prepared for alert, _ in row.opened.values()])
+        except Exception:  # the tracker is a bonus: the cards go out without it
+            log.exception("asking the error tracker's API failed")
+            return
+        for row in prepared:
+            again = [richer[fingerprint] for fingerprint in row.opened if fingerprint in richer]
+            if again:
+                try:
+                    row.opened.update(await self._off_loop(self._triage_again, again))
+                except Exception:
+                    log.exception("triage of the enriched alerts failed; the webhook's triage stands")
+
+    def _triage_again(self, alerts: list[Alert]) -> dict[str, tuple[Alert, Triage]]:
+        """Triage of alerts that are already redacted (the tracker redacts what it adds)."""
+        return {alert.fingerprint: (alert, self.triager.triage(alert)) for alert in alerts}
 
     # ------------------------------------------------------------------ SQL, in batch transactions
 
@@ -411,6 +449,8 @@ class PipelineWorker(WakeableLoop):
         if current_id is not None:
             changes.repeats[current_id] = changes.repeats.get(current_id, 0) + alert.count
             changes.dirty.add(current_id)
+            if self.tracker is not None and alert.source == "glitchtip":
+                await self.tracker.on_repeat(tx, current_id)  # came back in GlitchTip?
             return
         # Only a new incident stores the alert's text, redacted before triage and storage; done off
         # the loop in _prepare, unless another row of this batch opened (and resolved) it meanwhile.
@@ -427,6 +467,8 @@ class PipelineWorker(WakeableLoop):
         if held_back and self._summary_due is None:
             self._summary_due = self.clock() + STORM_WINDOW_S
         changes.open_ids[alert.fingerprint] = incident.id
+        if self.tracker is not None:
+            await self.tracker.on_opened(tx, incident)  # before its card: the card shows what it adds
         if regression_of and (until := await muted_until(tx, alert.fingerprint)):
             await incidents.mute(incident.id, until)
         await AuditRepository(tx).record(

@@ -27,6 +27,7 @@ class ProposalKind(StrEnum):
 
     ACKNOWLEDGE = "acknowledge"  # "I own this incident": records who took it
     PATTERN = "pattern"  # an allow-listed safe fix (patterns/), stage 4
+    GITHUB_ISSUE = "github_issue"  # file a GitHub issue in GITHUB_REPO (bot/github/), when no fix applies
 
 
 TRANSITIONS: dict[ProposalState, frozenset[ProposalState]] = {

@@ -1,7 +1,9 @@
 """Which next step a new incident's card proposes, as the rollout policy allows.
 
 Nothing at the monitor stage; otherwise "acknowledge", or, where fixes are proposed, a matching
-allow-listed fix, unless a fix for this fingerprint recently failed.
+allow-listed fix, unless a fix for this fingerprint recently failed. When no fix applies and
+GitHub issues are on (GITHUB_TOKEN + GITHUB_REPO), an error's card proposes filing one instead
+of "acknowledge" (bot/github/).
 
 A fix runs on the bot's own host, so at stage 4 the proposal also says where: the card
 shows "runs on <host>" (noting when the alert names no server), or, for an error from a
@@ -15,7 +17,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.models import Alert, ProposalState, Triage, utcnow
+from bot.models import Alert, AlertKind, ProposalState, Triage, utcnow
 from bot.proposals import ProposalKind
 from bot.recurrence import blocked_key
 from bot.rollout import RolloutPolicy
@@ -28,8 +30,10 @@ from storage.proposals import ProposalRepository
 
 class Proposer:
     def __init__(self, policy: RolloutPolicy, expiry_hours: float, patterns: Any | None = None,
-                 auto_fix: bool = False, fix_hosts: Collection[str] | None = None) -> None:
+                 auto_fix: bool = False, fix_hosts: Collection[str] | None = None,
+                 github_repo: str | None = None) -> None:
         self.policy = policy
+        self.github_repo = github_repo  # GITHUB_REPO when GitHub issues are on (bot/github/)
         self.auto_fix = auto_fix
         self.expiry = timedelta(hours=expiry_hours)
         self.patterns = patterns
@@ -48,6 +52,13 @@ class Proposer:
                 return await self._propose_fix(tx, incident_id, alert, found, expires)
             if found is not None and found.elsewhere:
                 note = {"where": found.refused}
+        if self.github_repo and alert.kind is AlertKind.ERROR and self.policy.allows(ProposalKind.GITHUB_ISSUE):
+            # No safe fix applies: the useful next step is an issue in the team's repository.
+            proposal_id = await ProposalRepository(tx).create(
+                incident_id, ProposalKind.GITHUB_ISSUE, github_issue_summary(self.github_repo), expires,
+                action={"repo": self.github_repo, **(note or {})},
+            )
+            return proposal_id, False
         proposal_id = await ProposalRepository(tx).create(
             incident_id, ProposalKind.ACKNOWLEDGE, "acknowledge: I own this incident", expires, action=note
         )
@@ -76,6 +87,11 @@ class Proposer:
             )
             return proposal_id, True
         return proposal_id, False
+
+
+def github_issue_summary(repo: str) -> str:
+    """The card's proposal line for a GitHub issue (a retry after GitHub refused says the same)."""
+    return f"file a GitHub issue in {repo}"
 
 
 def where_it_runs(alert: Alert) -> str:

@@ -21,6 +21,8 @@ from bot.models import Incident, utcnow
 from bot.recurrence import clear_block
 from storage.audit import AuditRepository
 from storage.db import Executor
+from storage.github import GitHubIssueRepository
+from storage.glitchtip import GlitchTipRepository
 from storage.incidents import IncidentRepository
 from storage.proposals import ProposalRepository
 
@@ -74,6 +76,15 @@ async def resolve_incident(
         return Resolution(ResolveResult.ALREADY_RESOLVED, incident)
     superseded = await ProposalRepository(tx).supersede_pending(incident_id)
     await clear_block(tx, incident.fingerprint)
+    # GlitchTip hears it too (PUT status=resolved, by bot/glitchtip/service.py), so it alerts again
+    # when the error comes back. Only incidents linked to a GlitchTip issue (API configured) have a
+    # link; for the rest this does nothing. Mute has no counterpart there (see that module).
+    await GlitchTipRepository(tx).request_resolve(incident_id)
+    # Its GitHub issue, if one was filed (or is on its way), gets "resolved in chat by …" as a
+    # comment (bot/github/service.py); the bot never closes it. No issue: this does nothing.
+    await GitHubIssueRepository(tx).request_comment(
+        incident_id, {"by": by.name, "via": via, "at": f"{now:%Y-%m-%d %H:%M} UTC"}
+    )
     await AuditRepository(tx).record(
         "incident.resolve", "resolved", actor_id=by.id, actor_name=by.name, incident_id=incident_id,
         detail={"time_to_resolution_s": round((now - incident.first_seen).total_seconds(), 1),

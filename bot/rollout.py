@@ -40,7 +40,8 @@ _BUTTON_STAGE = {
     RESOLVE: Stage.TRIAGE, INVESTIGATE: Stage.INVESTIGATE,
 }
 # The stage a kind of proposal may be made, approved and started at.
-_KIND_STAGE = {ProposalKind.ACKNOWLEDGE: Stage.TRIAGE, ProposalKind.PATTERN: Stage.AUTO_FIX}
+_KIND_STAGE = {ProposalKind.ACKNOWLEDGE: Stage.TRIAGE, ProposalKind.PATTERN: Stage.AUTO_FIX,
+               ProposalKind.GITHUB_ISSUE: Stage.TRIAGE}
 
 
 @dataclass(frozen=True)

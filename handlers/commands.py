@@ -1,4 +1,8 @@
-"""Operator commands. Thin: pass the command to bot/chat_commands.py and send back its reply."""
+"""Operator commands. Thin: pass the command to bot/chat_commands.py and send back its reply.
+
+/start and /help reach here from any chat (handlers/middlewares.py lets them through); the
+service decides what a stranger sees.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +22,15 @@ async def on_command(message: Message, command: CommandObject, commands: Command
         await message.answer(reply.html)
 
 
+async def on_shutdown(commands: CommandService) -> None:
+    """When polling stops: audit what the service only counted (a flood of /start)."""
+    await commands.close()
+
+
 def build() -> Router:
     """A fresh router (aiogram attaches a router to one dispatcher only)."""
     router = Router(name="commands")
     router.message.register(on_command, CommandStart())
     router.message.register(on_command, Command(*NAMES))
+    router.shutdown.register(on_shutdown)
     return router

@@ -1,20 +1,38 @@
-"""Shared fixtures: the Bot API emulator on 127.0.0.1 and the real application wired to it."""
+"""Shared fixtures: the Bot API emulator on 127.0.0.1 and the real application wired to it, and
+the services alone on a real SQLite file (no HTTP) for the service-level tests."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
 from bot.app import Application
+from bot.background import BackgroundTasks
+from bot.card_publisher import CardPublisher
+from bot.chat_commands import CommandService
+from bot.decisions import DecisionService
+from bot.execution import AcknowledgeRunner, KindRunner, ProposalExecutor
+from bot.models import Actor, Alert, AlertKind, Category, Priority, Proposal, Triage, utcnow
+from bot.proposals import ProposalKind
+from bot.rollout import RolloutPolicy, Stage
 from bot.settings import Settings
 from bot.telegram_emulator import BotAPIEmulator
+from storage.audit import AuditEntry, AuditRepository
+from storage.db import Database
+from storage.incidents import IncidentRepository
+from storage.outbox import OutboxItem, OutboxRepository
+from storage.proposals import ProposalRepository
 
 DATA = Path(__file__).parent / "data"
 CHAT_ID = -1001234567890
@@ -23,6 +41,19 @@ APPROVER_2 = 222
 STRANGER = 999
 WEBHOOK_TOKEN = "test-webhook-token-0123456789"
 BOT_TOKEN = "123456789:TEST-test-test-test-test-test-test1"
+
+
+T = TypeVar("T")
+
+
+async def eventually(read: Callable[[], Awaitable[T]], until: Callable[[T], bool], timeout: float = 10.0) -> T:
+    """Read again until the condition holds: a wait for something to happen, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not until(value := await read()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {value!r} after {timeout}s")
+        await asyncio.sleep(0.01)
+    return value
 
 
 def free_port() -> int:
@@ -130,3 +161,126 @@ async def start_app(
         if app.web is not None and app.db._conn is not None:
             await app.stop()
     await client.aclose()
+
+
+# -- the services alone: a real SQLite file in tmp_path, no HTTP, no emulator -------------------------
+
+ANN = Actor(APPROVER, "Ann")
+BOB = Actor(APPROVER_2, "Bob")
+MALLORY = Actor(STRANGER, "Mallory")
+
+
+class Clock:
+    """"Now" for the services, moved by the test instead of sleeping. Starts at the real time,
+    because storage stamps rows (created_at, approvals) with the real clock."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@dataclass
+class Services:
+    """The services a press or a command goes through, wired as bot/app.py wires them."""
+
+    db: Database
+    clock: Clock
+    policy: RolloutPolicy
+    cards: CardPublisher
+    tasks: BackgroundTasks
+    executor: ProposalExecutor
+    decisions: DecisionService
+    commands: CommandService
+
+    async def open_incident(
+        self, title: str = "RuntimeError: worker 7 crashed", *, kind: ProposalKind | None = ProposalKind.ACKNOWLEDGE,
+        approvals: int = 1, expires_in: timedelta = timedelta(hours=24), priority: Priority = Priority.P2,
+    ) -> tuple[int, int | None]:
+        """An incident with its card queued and (unless `kind` is None) a pending proposal, as the
+        pipeline leaves it. Returns (incident id, proposal id)."""
+        alert = Alert(source="generic", kind=AlertKind.ERROR, title=title, fingerprint=f"title:{title}",
+                      project="jobs", environment="production")
+        triage = Triage(priority=priority, category=Category.CODE, likely_cause="a bug in the worker")
+        async with self.db.transaction() as tx:
+            incident = await IncidentRepository(tx).create(alert, triage, self.clock(), CHAT_ID, None)
+            proposal_id = None
+            if kind is not None:
+                proposal_id = await ProposalRepository(tx).create(
+                    incident.id, kind, f"{kind.value}: {title}", self.clock() + expires_in,
+                    pattern_id="touch_fix" if kind is ProposalKind.PATTERN else None, approvals_required=approvals,
+                )
+            await self.cards.publish(tx, incident.id)
+        return incident.id, proposal_id
+
+    async def proposal(self, proposal_id: int | None) -> Proposal:
+        assert proposal_id is not None
+        found = await ProposalRepository(self.db).get(proposal_id)
+        assert found is not None
+        return found
+
+    async def audit(self, action: str | None = None) -> list[AuditEntry]:
+        entries = await AuditRepository(self.db).list()
+        return [e for e in entries if action is None or e.action == action]
+
+    async def queued(self) -> list[OutboxItem]:
+        """What would be sent to Telegram next (no sender runs in these tests)."""
+        return await OutboxRepository(self.db).pending()
+
+    async def card(self, incident_id: int) -> dict[str, Any]:
+        """The card as it would be sent or edited now: its newest queued rendering."""
+        [item] = [i for i in await self.queued() if i.incident_id == incident_id]
+        return item.payload
+
+    async def messages(self) -> list[str]:
+        """Plain chat messages queued (announcements, notices), oldest first."""
+        return [i.payload["text"] for i in await self.queued() if i.incident_id is None]
+
+
+def card_buttons(payload: dict[str, Any]) -> list[str]:
+    """The callback data of every button a queued card draws."""
+    return [data for row in payload["buttons"] for _text, data in row]
+
+
+@pytest.fixture
+async def make_services(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Services]]]:
+    """Build the services at a rollout stage; a test may swap the runners or the approver list."""
+    built: list[Services] = []
+
+    async def make(
+        stage: int = 2, *, approvers: set[int] | None = None, runners: Mapping[ProposalKind, KindRunner] | None = None,
+        executor_approvers: set[int] | None = None, start_actions: bool = True,
+        redact: Callable[[str], str] = lambda text: text,
+    ) -> Services:
+        db = await Database(tmp_path / f"services-{len(built)}.db").connect()
+        clock = Clock()
+        policy = RolloutPolicy(Stage(stage))
+        approver_ids = {APPROVER, APPROVER_2} if approvers is None else approvers
+        cards = CardPublisher(CHAT_ID, policy)
+        tasks = BackgroundTasks()
+        executor = ProposalExecutor(
+            db, cards, approvers=approver_ids if executor_approvers is None else executor_approvers, policy=policy,
+            runners=runners if runners is not None else {ProposalKind.ACKNOWLEDGE: AcknowledgeRunner()},
+            redact=redact,
+        )
+        decisions = DecisionService(db, cards, approvers=approver_ids, policy=policy, tasks=tasks,
+                                    start_action=executor.execute if start_actions else None, clock=clock)
+        commands = CommandService(db, decisions, policy, CHAT_ID, webhook_refused=lambda: {"not_found": 2})
+        built.append(Services(db, clock, policy, cards, tasks, executor, decisions, commands))
+        return built[-1]
+
+    yield make
+    for made in built:
+        await made.decisions.wait_idle()  # an action still running would write to a closed database
+        await made.db.close()
+
+
+@pytest.fixture
+async def services(make_services: Callable[..., Awaitable[Services]]) -> Services:
+    """The services at stage 2 (decisions on, no fixes), Ann and Bob approvers."""
+    return await make_services()

@@ -63,6 +63,8 @@ HOSTILE = [
 ]
 STDIN_TRACE = f"{REDIS_TITLE}\n    at TCPConnectWrap.afterConnect [as oncomplete] (node:net:1555:16)\n"
 VALID_BOT_TOKEN = "123456789:" + "AAE" + "x1Y2z3" * 6
+MALFORMED_JSON = '{"title": "broken",'
+REJECTIONS = 1500  # about 150 KB of audit text, more than a pipe's buffer
 
 
 def _anthropic_key() -> str:
@@ -110,6 +112,11 @@ class Cli:
         self.workdir = workdir
         self.alerts = workdir / "alerts.jsonl"
         self.bad_line = workdir / "bad-line.jsonl"
+        self.malformed = workdir / "malformed.jsonl"
+        self.empty = workdir / "empty.jsonl"
+        self.a_directory = workdir / "a-directory"
+        self.redacting_env = workdir / "conf" / "redacting.env"
+        self.rejections_db = workdir / "rejections.db"
         self.code_action = workdir / "code-action.toml"
         self.bad_patterns = workdir / "bad.toml"
         self.audit_db = workdir / "audit.db"
@@ -140,9 +147,26 @@ def _write_files(cli: Cli) -> None:
     ]
     cli.alerts.write_text("\n".join(lines) + "\n\n", encoding="utf-8")  # a blank line is skipped
     cli.bad_line.write_text(json.dumps({"title": ""}) + "\n" + REDIS_TITLE + "\n", encoding="utf-8")
+    cli.malformed.write_text(REDIS_TITLE + "\n" + MALFORMED_JSON + "\n\n" + json.dumps({"title": "KeyError: 'slots'"})
+                             + "\n", encoding="utf-8")
+    cli.empty.write_text("\n  \n", encoding="utf-8")
+    cli.a_directory.mkdir()
+    cli.redacting_env.parent.mkdir()
+    cli.redacting_env.write_text(r"REDACT_PATTERNS=zebra-\d+" + "\n", encoding="utf-8")
+    asyncio.run(_seed_rejections(cli.rejections_db, REJECTIONS))
     cli.code_action.write_text(CODE_WITH_ACTION, encoding="utf-8")
     cli.bad_patterns.write_text(CODE_WITH_ACTION + SHELL_AND_BAD_REGEX, encoding="utf-8")
     asyncio.run(_seed_audit(cli.audit_db, _github_token()))
+
+
+async def _seed_rejections(path: Path, count: int) -> None:
+    """Many refused webhooks: more output than a pipe holds, so a reader that stops early closes it mid-write."""
+    async with Database(path) as db:
+        audit = AuditRepository(db)
+        for n in range(count):
+            await audit.record("webhook.rejected", "http 422", detail={
+                "source": "glitchtip", "reason": f"attachments.0.title: Field required (body {n})", "remote": "10.0.0.5",
+            })
 
 
 async def _seed_audit(path: Path, secret: str) -> None:
@@ -164,6 +188,14 @@ def _planned_runs(cli: Cli) -> None:
     cli.start("triage", "--json", "--file", str(cli.alerts))
     cli.start("triage", "--json", "--file", str(cli.bad_line))
     cli.start("triage", "--file", str(w / "nope.jsonl"))
+    cli.start("triage", "--file", str(cli.malformed))
+    cli.start("triage", "--json", "--file", str(cli.malformed))
+    cli.start("triage", "--file", str(cli.empty))
+    cli.start("triage", "--file", str(cli.a_directory))
+    cli.start("triage", "--file", str(cli.alerts), REDIS_TITLE)
+    cli.start("triage", MALFORMED_JSON)
+    cli.start("triage", "--env-file", str(cli.redacting_env), "Error: zebra-42 refused the connection")
+    cli.start("audit", DATABASE_PATH=str(cli.rejections_db))
     cli.start("triage", "--json", stdin=STDIN_TRACE)
     cli.start("triage", "--json", stdin=(DATA / "glitchtip" / "issue_alert_batch.json").read_text())
     cli.start("triage", SECRET_TITLE)
@@ -263,7 +295,7 @@ def test_triage_file_reports_a_bad_line_and_goes_on(cli: Cli) -> None:
     result = cli("triage", "--json", "--file", str(cli.bad_line))
     assert result.returncode == 1
     records = _json_lines(result.stdout)
-    assert records[0]["input"] == "bad-line.jsonl:1" and "title" in str(records[0]["error"])
+    assert records[0]["input"] == f"{cli.bad_line}:1" and "title" in str(records[0]["error"])
     assert records[1]["category"] == "infrastructure"
 
 
@@ -272,6 +304,58 @@ def test_triage_missing_file_is_a_clear_error(cli: Cli) -> None:
     assert result.returncode == 2
     assert "no such file" in result.stderr and "nope.jsonl" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_triage_a_malformed_json_line_is_an_error_at_file_and_line_and_the_rest_goes_on(cli: Cli) -> None:
+    result = cli("triage", "--file", str(cli.malformed))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (error,) = result.stderr.splitlines()
+    assert error.startswith(f"{cli.malformed}:2: not valid JSON")
+    assert "broken" not in result.stdout  # not taken as an alert titled '{"title": "broken",'
+    assert REDIS_TITLE in result.stdout and "KeyError: 'slots'" in result.stdout  # lines 1 and 4
+
+
+def test_triage_json_reports_a_malformed_line_in_order(cli: Cli) -> None:
+    result = cli("triage", "--json", "--file", str(cli.malformed))
+    assert result.returncode == 1
+    records = _json_lines(result.stdout)
+    assert [r.get("input") or r["title"] for r in records] == [REDIS_TITLE, f"{cli.malformed}:2", "KeyError: 'slots'"]
+    assert "not valid JSON" in str(records[1]["error"])
+
+
+def test_triage_malformed_json_text_is_an_error_not_an_alert(cli: Cli) -> None:
+    result = cli("triage", MALFORMED_JSON)
+    assert result.returncode == 1
+    assert "not valid JSON" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("case", ["empty file", "empty stdin", "directory"])
+def test_triage_with_nothing_to_read_says_why(cli: Cli, case: str) -> None:
+    result = {
+        "empty file": lambda: cli("triage", "--file", str(cli.empty)),
+        "empty stdin": lambda: cli("triage", stdin="  \n"),
+        "directory": lambda: cli("triage", "--file", str(cli.a_directory)),
+    }[case]()
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    expected = {"empty file": f"{cli.empty} is empty", "empty stdin": "standard input is empty",
+                "directory": f"{cli.a_directory} is a directory"}[case]
+    assert expected in result.stderr
+
+
+def test_triage_text_and_file_together_is_refused_as_ambiguous(cli: Cli) -> None:
+    result = cli("triage", "--file", str(cli.alerts), REDIS_TITLE)
+    assert result.returncode == 2
+    assert "not both" in result.stderr
+    assert result.stdout == ""
+
+
+def test_triage_reads_settings_from_env_file(cli: Cli) -> None:
+    result = cli("triage", "--env-file", str(cli.redacting_env), "Error: zebra-42 refused the connection")
+    assert result.returncode == 0, result.stderr
+    assert "zebra-42" not in result.stdout and "[REDACTED]" in result.stdout
 
 
 def test_triage_reads_plain_text_from_stdin(cli: Cli) -> None:
@@ -462,6 +546,29 @@ def test_audit_text_is_redacted_too(cli: Cli) -> None:
     assert _github_token() not in result.stdout
 
 
+def test_audit_text_shows_why_a_webhook_was_refused(cli: Cli) -> None:
+    result = cli("audit", DATABASE_PATH=str(cli.rejections_db))
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert "webhook.rejected" in first and "http 422" in first
+    assert "glitchtip: attachments.0.title: Field required (body 0)" in first
+
+
+def test_audit_survives_a_reader_that_stops_early(cli: Cli) -> None:
+    """`remediator audit | head -1`: the reader goes away mid-output; no BrokenPipeError, exit 0."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "audit"], cwd=cli.workdir, env=_env(cli.workdir, DATABASE_PATH=str(cli.rejections_db)),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head does after one line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(RUN_TIMEOUT) == 0, stderr
+    assert b"webhook.rejected" in first
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
 def test_audit_filters_by_incident(cli: Cli) -> None:
     result = cli("audit", "--json", "--incident", "2", DATABASE_PATH=str(cli.audit_db))
     assert result.returncode == 0, result.stderr
@@ -481,6 +588,30 @@ def test_audit_bad_date_is_a_usage_error(cli: Cli) -> None:
     result = cli("audit", "--since", "yesterday", DATABASE_PATH=str(cli.audit_db))
     assert result.returncode == 2
     assert "not a date" in result.stderr and "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- --help
+
+
+@pytest.mark.parametrize(
+    ("command", "names"),
+    [
+        (("run",), ["TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID", "WEBHOOK_PORT", "DATABASE_PATH", "demo", "exits 2"]),
+        (("triage",), ["TEXT", "--file", "standard input", "RULES_FILE", "OWNERS_FILE", "REDACT_PATTERNS"]),
+        (("audit",), ["DATABASE_PATH", "REDACT_PATTERNS", "--since", "--incident", "refused webhook"]),
+        (("patterns", "check"), ["PATTERNS_FILE", "PATH"]),
+        (("patterns", "test"), ["PATTERNS_FILE", "FIX_HOSTS", "--file", "Runs nothing"]),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
+)
+def test_help_of_every_command_says_its_inputs_and_the_settings_it_reads(
+    cli: Cli, command: tuple[str, ...], names: list[str]
+) -> None:
+    result = cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    for name in [*names, "--env-file", ".env", "REMEDIATOR_ENV_FILE"]:
+        assert name in text, f"{name!r} not in `{' '.join(command)} --help`:\n{result.stdout}"
 
 
 # --------------------------------------------------------------------------- the local demo
@@ -576,7 +707,8 @@ def test_demo_runs_posts_samples_accepts_curl_and_stops_on_ctrl_c(
     demo = _demo_started_early or _Demo(tmp_path)
     out, err, port = demo.out, demo.err, demo.port
     try:
-        assert out.wait_for(lambda t: "Press Ctrl+C to stop." in t, 20), f"no banner\n{out.text}\n{err.text}"
+        # A deadline, not a wait: the banner comes once aiogram is imported (seconds on a busy machine).
+        assert out.wait_for(lambda t: "Press Ctrl+C to stop." in t, 60), f"no banner\n{out.text}\n{err.text}"
         banner = out.text
         assert "remediator local demo" in banner
         assert f"http://127.0.0.1:{port}/webhook/generic/demo-webhook-token" in banner

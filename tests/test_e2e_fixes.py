@@ -180,9 +180,13 @@ async def test_auto_fix_off_still_waits_for_a_press(start_app, tmp_path):
     h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path, requires_approval=False), auto_fix=False)
     await h.post("generic", stuck("manual"))
     [card] = await h.wait_cards(1)
-    await asyncio.sleep(0.5)
+    # An automatic start is spawned as the pipeline commits, before the card can go out: once the
+    # card is here and the background work is idle, nothing more will start by itself.
+    await h.app.decisions.wait_idle()
     assert "0/1 approvals" in h.emu.message(card.chat_id, card.message_id).plain_text
     assert not (tmp_path / "manual.done").exists()
+    entries = await AuditRepository(h.app.db).list()
+    assert not any(e.action in ("proposal.approve", "action.start") for e in entries)
 
 
 async def test_auto_fix_is_stopped_by_the_kill_switch(start_app, tmp_path):

@@ -146,3 +146,19 @@ async def test_a_failed_record_after_delivery_is_retried_without_resending(rig, 
     await _drain(rig.sender, rig.db)
     assert [m.plain_text for m in rig.emu.messages(CHAT)] == ["once"]
     assert rig.emu.call_count("sendMessage") == 1
+
+
+async def test_repeated_429s_and_5xx_wait_as_telegram_asks_then_deliver_everything_once_in_order(rig):
+    rig.emu.fail("sendMessage", 429, times=2, retry_after=3)
+    rig.emu.fail("sendMessage", 500, times=3)
+    for text in ("one", "two", "three"):
+        await rig.outbox.add(CHAT, {"text": text, "parse_mode": "HTML", "buttons": []})
+    waits = []
+    for _ in range(5):
+        assert await rig.sender.send_due() == 0.0  # an attempt went out, and was refused
+        waits.append(round(await rig.sender.send_due(), 1))  # how long the sender now waits before the next
+        rig.sender._pace.clear()  # that time passes (the test does not sit it out)
+    assert waits == [3.0, 3.0, 1.0, 2.0, 4.0]  # retry_after honoured each time; 5xx back off doubling
+    await _drain(rig.sender, rig.db)
+    assert [m.plain_text for m in rig.emu.messages(CHAT)] == ["one", "two", "three"]
+    assert rig.emu.call_count("sendMessage", ok=False) == 5 and rig.emu.call_count("sendMessage", ok=True) == 3

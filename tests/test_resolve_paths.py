@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from bot.ingest import parse_payload
 from bot.models import AlertKind
 from bot.recurrence import blocked_key
@@ -16,7 +14,7 @@ from storage.incidents import IncidentRepository
 from storage.kv import KeyValueRepository
 from storage.proposals import ProposalRepository
 from tests.conftest import APPROVER, CHAT_ID, glitchtip_sample
-from tests.test_e2e_decisions import audit_json, button, first_card, has_button
+from tests.test_e2e_decisions import audit_rows, button, first_card, has_button
 
 OTHER_GROUP = -1009876543210
 BACK_UP = "The monitored site is back up."
@@ -72,7 +70,7 @@ async def test_spoofed_back_up_without_a_link_cannot_resolve_an_error_with_the_s
     assert "Resolved" not in h.emu.message(CHAT_ID, card.message_id).plain_text
 
 
-async def test_real_back_up_resolves_its_monitor_incident_and_closes_the_proposal(start_app, tmp_path):
+async def test_real_back_up_resolves_its_monitor_incident_and_closes_the_proposal(start_app):
     h = await start_app()
     await h.post("glitchtip", glitchtip_sample("uptime_down.json"))
     [card] = await h.wait_cards(1)
@@ -84,7 +82,7 @@ async def test_real_back_up_resolves_its_monitor_incident_and_closes_the_proposa
     assert (await ProposalRepository(h.app.db).latest_for(1)).state.value == "superseded"
     answer = await h.press(card.message_id, approve, stale=True)
     assert "already resolved (by uptime monitor" in answer["text"]
-    entry = next(e for e in audit_json(tmp_path / "remediator.db") if e["action"] == "incident.resolve")
+    entry = next(e for e in await audit_rows(h) if e["action"] == "incident.resolve")
     assert entry["incident_id"] == 1 and entry["detail"]["human_intervention"] is False
     assert entry["detail"]["superseded_proposals"] == [1]
 
@@ -100,28 +98,32 @@ async def _blocked(h, fingerprint: str) -> bool:
     return await KeyValueRepository(h.app.db).get(blocked_key(fingerprint)) is not None
 
 
-@pytest.mark.parametrize("path", ["button", "command", "uptime"])
-async def test_every_resolve_path_clears_the_fix_block(start_app, path):
+async def test_every_resolve_path_clears_the_fix_block(start_app):
     h = await start_app()
-    sample = "uptime_down.json" if path == "uptime" else "issue_alert_v2.json"
-    card = await first_card(h, sample)
-    fingerprint = (await IncidentRepository(h.app.db).get(1)).fingerprint
-    await _block(h, fingerprint)
-    if path == "button":
-        assert "resolved" in (await h.press(card.message_id, button(card, "rs:")))["text"]
-    elif path == "command":
-        assert "resolved" in (await h.command("/resolve 1")).plain_text
-    else:
-        await h.post("glitchtip", glitchtip_sample("uptime_up.json"))
-    await h.wait_text(card.message_id, "Resolved by")
-    assert not await _blocked(h, fingerprint)
-    assert (await ProposalRepository(h.app.db).latest_for(1)).state.value == "superseded"
+    samples = {"button": "issue_alert_v2.json", "command": "issue_alert_v1.json", "uptime": "uptime_down.json"}
+    cards = {}
+    for path, sample in samples.items():  # one incident per path, all blocked
+        await h.post("glitchtip", glitchtip_sample(sample))
+        [cards[path]] = [c for c in await h.wait_cards(len(cards) + 1) if c.message_id not in
+                         {known.message_id for known in cards.values()}]
+    incident_ids = {path: index + 1 for index, path in enumerate(samples)}
+    fingerprints = {}
+    for path, incident_id in incident_ids.items():
+        fingerprints[path] = (await IncidentRepository(h.app.db).get(incident_id)).fingerprint
+        await _block(h, fingerprints[path])
+    assert "resolved" in (await h.press(cards["button"].message_id, button(cards["button"], "rs:")))["text"]
+    assert "resolved" in (await h.command(f"/resolve {incident_ids['command']}")).plain_text
+    await h.post("glitchtip", glitchtip_sample("uptime_up.json"))
+    for path, card in cards.items():
+        await h.wait_text(card.message_id, "Resolved by")
+        assert not await _blocked(h, fingerprints[path]), path
+        assert (await ProposalRepository(h.app.db).latest_for(incident_ids[path])).state.value == "superseded", path
 
 
 # -- ids out of range answer clearly; refusals say why ------------------------------------------------
 
 
-async def test_out_of_range_ids_answer_clearly_and_the_bot_keeps_working(start_app, tmp_path):
+async def test_out_of_range_ids_answer_clearly_and_the_bot_keeps_working(start_app):
     h = await start_app()
     card = await first_card(h)
     answer = await h.press(card.message_id, "ap:1:11111111111111111111", stale=True)
@@ -137,12 +139,12 @@ async def test_out_of_range_ids_answer_clearly_and_the_bot_keeps_working(start_a
     # Still working: a real press and a real command.
     assert "Approved" in (await h.press(card.message_id, button(card, "ap:")))["text"]
     assert "resolved" in (await h.command("/resolve 1")).plain_text
-    entries = audit_json(tmp_path / "remediator.db")
+    entries = await audit_rows(h)
     assert any(e["action"] == "button" and "unknown button" in e["outcome"] for e in entries)
     assert any(e["action"] == "command./resolve" and "invalid id" in e["outcome"] for e in entries)
 
 
-async def test_an_approver_pressing_in_another_chat_is_audited_as_wrong_chat(start_app, tmp_path):
+async def test_an_approver_pressing_in_another_chat_is_audited_as_wrong_chat(start_app):
     h = await start_app()
     card = await first_card(h)
     # A message with the card's button in another group (e.g. a forwarded card).
@@ -150,7 +152,7 @@ async def test_an_approver_pressing_in_another_chat_is_audited_as_wrong_chat(sta
     query = h.emu.press_button(OTHER_GROUP, elsewhere["message_id"], APPROVER, button(card, "ap:"), stale=True)
     answer = await h.emu.wait_for_answer(query, timeout=10)
     assert "Not allowed here" in answer["text"]
-    [refusal] = [e for e in audit_json(tmp_path / "remediator.db") if e["outcome"].startswith("refused")]
+    [refusal] = [e for e in await audit_rows(h) if e["outcome"].startswith("refused")]
     assert refusal["actor_id"] == APPROVER
     assert "outside the alert chat" in refusal["outcome"] and "not an approver" not in refusal["outcome"]
     assert refusal["detail"]["chat_id"] == OTHER_GROUP

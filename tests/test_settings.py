@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import Settings, SettingsError, check_for_run, load_settings
+from bot.settings import (
+    ENV_FILE_VARIABLE,
+    Settings,
+    SettingsError,
+    check_for_run,
+    describe_settings_source,
+    find_env_file,
+    load_settings,
+    webhook_port_problem,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_TOKEN = "123456789:" + "AAE" + "x1Y2z3" * 6
@@ -18,7 +27,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No remediator setting from the developer's environment, and a cwd without a `.env`."""
     import os
 
-    names = {name.upper() for name in Settings.model_fields}
+    names = {name.upper() for name in Settings.model_fields} | {ENV_FILE_VARIABLE}
     for key in list(os.environ):
         if key.upper() in names:
             monkeypatch.delenv(key)
@@ -96,6 +105,25 @@ def test_kill_switch_and_auto_fix_on_off(monkeypatch: pytest.MonkeyPatch, raw: s
     assert settings.auto_fix is on
 
 
+def test_approvers_name_every_bad_value_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = error_of(monkeypatch, TELEGRAM_APPROVERS="alice,111,bob")
+    lines = [line for line in message.splitlines() if "TELEGRAM_APPROVERS" in line]
+    assert len(lines) == 1
+    assert "'alice', 'bob' are not user ids" in lines[0] and "'111'" not in lines[0]
+
+
+@pytest.mark.parametrize(("raw", "level"), [("debug", "DEBUG"), (" Warning ", "WARNING"), ("ERROR", "ERROR")])
+def test_log_level_any_case(monkeypatch: pytest.MonkeyPatch, raw: str, level: str) -> None:
+    monkeypatch.setenv("LOG_LEVEL", raw)
+    assert load_settings().log_level == level
+
+
+@pytest.mark.parametrize("raw", ["LOUD", "verbose", "10"])
+def test_unknown_log_level_lists_the_valid_ones(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    line = line_naming(error_of(monkeypatch, LOG_LEVEL=raw), "LOG_LEVEL")
+    assert repr(raw) in line and "DEBUG, INFO, WARNING, ERROR, CRITICAL" in line
+
+
 def test_kill_switch_nonsense_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     message = error_of(monkeypatch, KILL_SWITCH="maybe")
     assert "on or off" in line_naming(message, "KILL_SWITCH")
@@ -141,6 +169,62 @@ def test_env_file_in_the_working_directory_is_read(clean_env: Path) -> None:
     assert settings.telegram_approvers == [1, 2]
     assert settings.kill_switch is True
     assert settings.timezone == "Europe/Berlin"
+
+
+def test_which_env_file_option_then_variable_then_working_directory(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_env(clean_env, "ROLLOUT_STAGE=1\n")
+    named = clean_env / "named.env"
+    named.write_text("ROLLOUT_STAGE=3\n", encoding="utf-8")
+    given = clean_env / "given.env"
+    given.write_text("ROLLOUT_STAGE=4\n", encoding="utf-8")
+    assert find_env_file() == clean_env / ".env"
+    assert load_settings().rollout_stage == 1
+    monkeypatch.setenv(ENV_FILE_VARIABLE, str(named))
+    assert load_settings().rollout_stage == 3
+    settings = load_settings(env_file=Path("given.env"))
+    assert settings.rollout_stage == 4
+    assert settings.env_file_read == given
+    assert str(given) in describe_settings_source(settings)
+
+
+def test_no_env_file_is_said_with_where_it_was_looked_for(clean_env: Path) -> None:
+    settings = load_settings()
+    assert settings.env_file_read is None
+    source = describe_settings_source(settings)
+    assert "no .env read" in source and str(clean_env) in source and ENV_FILE_VARIABLE in source
+
+
+@pytest.mark.parametrize("given_by", ["option", "variable"])
+def test_a_named_env_file_that_is_missing_is_an_error(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, given_by: str
+) -> None:
+    missing = clean_env / "typo.env"
+    with pytest.raises(SettingsError) as info:
+        if given_by == "option":
+            load_settings(env_file=missing)
+        else:
+            monkeypatch.setenv(ENV_FILE_VARIABLE, str(missing))
+            load_settings()
+    name = "--env-file" if given_by == "option" else ENV_FILE_VARIABLE
+    assert f"{name}: no such file {missing}" in str(info.value)
+
+
+def test_relative_paths_in_an_env_file_are_relative_to_it(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = clean_env / "conf"
+    conf.mkdir()
+    env_file = conf / "bot.env"
+    env_file.write_text(
+        f"DATABASE_PATH=data/bot.db\nPATTERNS_FILE=patterns.toml\nRULES_FILE={clean_env}/rules.toml\n"
+        "OWNERS_FILE=owners.toml\n", encoding="utf-8",
+    )
+    monkeypatch.setenv("OWNERS_FILE", "mine.toml")  # from the environment: relative to the working directory
+    settings = load_settings(env_file=env_file)
+    assert settings.database_path == conf / "data" / "bot.db"
+    assert settings.patterns_file == conf / "patterns.toml"
+    assert settings.rules_file == clean_env / "rules.toml"
+    assert settings.owners_file == Path("mine.toml")
 
 
 def test_environment_wins_over_env_file(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,3 +364,24 @@ def test_missing_files_are_flagged_even_in_the_demo(monkeypatch: pytest.MonkeyPa
     with pytest.raises(SettingsError) as info:
         check_for_run(settings)
     assert "nowhere.toml" in line_naming(str(info.value), "PATTERNS_FILE")
+
+
+# --------------------------------------------------------------------------- the webhook port
+
+
+def test_a_busy_webhook_port_names_the_port_and_the_setting() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        problem = webhook_port_problem("127.0.0.1", port)
+    assert problem is not None and f"WEBHOOK_PORT {port} on 127.0.0.1 is already in use" in problem
+    assert webhook_port_problem("127.0.0.1", port) is None  # free again
+    assert webhook_port_problem("127.0.0.1", 0) is None
+
+
+def test_a_webhook_host_that_is_not_this_machine_names_the_setting() -> None:
+    problem = webhook_port_problem("192.0.2.1", 8080)  # TEST-NET-1: a literal, so no DNS lookup
+    assert problem is not None and "WEBHOOK_HOST 192.0.2.1 is not an address of this machine" in problem

@@ -37,29 +37,34 @@ def _body(event: EmulatorEvent) -> list[str]:
     return [*text.splitlines(), *format_buttons(event.reply_markup)]
 
 
-def format_event(event: EmulatorEvent) -> str:
+def format_event(event: EmulatorEvent, label: str | None = None) -> str:
     """Render one event as a few terminal lines, e.g.::
 
     [bot → chat -100] NEW #12
     Disk full on db-1
     [ Approve ] [ Reject ]
+
+    ``label`` names the message in the head line; by default its Telegram message number
+    (``#12``). The demo passes the incident number of a card instead, so the transcript's
+    numbers are the ones the cards show.
     """
+    name = label if label is not None else f"#{event.message_id}"
     if event.kind == "new":
-        return "\n".join([f"[bot → chat {event.chat_id}] NEW #{event.message_id}", *_body(event)])
+        return "\n".join([f"[bot → chat {event.chat_id}] NEW {name}", *_body(event)])
     if event.kind == "edit":
         if event.markup_only:
-            head = f"[bot ✎ chat {event.chat_id}] EDIT #{event.message_id} (buttons only)"
+            head = f"[bot ✎ chat {event.chat_id}] EDIT {name} (buttons only)"
             buttons = format_buttons(event.reply_markup) or ["(buttons removed)"]
             return "\n".join([head, *buttons])
-        return "\n".join([f"[bot ✎ chat {event.chat_id}] EDIT #{event.message_id}", *_body(event)])
+        return "\n".join([f"[bot ✎ chat {event.chat_id}] EDIT {name}", *_body(event)])
     if event.kind == "delete":
-        return f"[bot ✗ chat {event.chat_id}] DELETE #{event.message_id}"
+        return f"[bot ✗ chat {event.chat_id}] DELETE {name}"
     if event.kind == "answer":
         how = "answered (alert)" if event.show_alert else "answered"
         return f'[bot {how}: "{event.text}"]' if event.text else "[bot answered]"
     if event.kind == "press":
-        label = event.button_text if event.button_text is not None else event.data
-        return f'[user {event.user_id} pressed "{label}" on #{event.message_id}]'
+        pressed = event.button_text if event.button_text is not None else event.data
+        return f'[user {event.user_id} pressed "{pressed}" on {name}]'
     if event.kind == "message":
         return f"[user {event.user_id} → chat {event.chat_id}] {event.text}"
     return f"[{event.kind}] {event.to_dict()}"
