@@ -23,6 +23,7 @@ import signal
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -38,6 +39,7 @@ from bot.card_publisher import CardPublisher, ExtrasSource
 from bot.card_render import CardExtras
 from bot.chat_commands import COMMANDS, CommandService
 from bot.decisions import DecisionService
+from bot.digest import MISFIRE_GRACE_S, DigestService
 from bot.execution import AcknowledgeRunner, KindRunner, ProposalExecutor
 from bot.fix_identity import FixIdentity
 from bot.github.card import github_card_extras
@@ -45,6 +47,7 @@ from bot.github.runner import GitHubIssueRunner
 from bot.github.service import GitHubIssueService
 from bot.glitchtip.card import glitchtip_card_extras
 from bot.glitchtip.service import GlitchTipService
+from bot.investigate.service import Investigator
 from bot.models import Actor, Alert, Incident, Triage
 from bot.pipeline import PipelineWorker
 from bot.proposals import ProposalKind
@@ -159,9 +162,13 @@ class Application:
         self.executor = ProposalExecutor(db, cards, approvers=approvers, policy=policy, runners=runners,
                                          redact=redactor.redact)
 
+        # 🔎 Investigate (stage 3+): the code under REPO_PATH, its history, similar incidents; runs in
+        # the background like an action (bot/investigate/).
+        self.investigator = Investigator(db, cards, self.tasks, repo_path=s.repo_path, redact=redactor.redact,
+                                         suspect_days=s.investigate_suspect_days)
         # A press or a command: one service decides, the executor acts.
         self.decisions = DecisionService(db, cards, approvers=approvers, policy=policy, tasks=self.tasks,
-                                         start_action=self.executor.execute)
+                                         start_action=self.executor.execute, investigator=self.investigator)
 
         # An alert: webhook -> inbox -> pipeline -> incident, proposal and card.
         self.pipeline = PipelineWorker(
@@ -179,7 +186,10 @@ class Application:
             db, s.webhook_token.get_secret_value() if s.webhook_token else "", on_accepted=self.pipeline.notify,
             on_parsed=self.pipeline.accept_parsed, limits=WebhookLimits.from_settings(s),
         )
-        self.commands = CommandService(db, self.decisions, policy, chat_id, webhook_refused=self.web.rejected.snapshot)
+        # The daily digest (bot/digest.py): at DIGEST_TIME in TIMEZONE, and on /digest.
+        self.digest = DigestService(db, cards, policy, at=s.digest_time, tz=ZoneInfo(s.timezone))
+        self.commands = CommandService(db, self.decisions, policy, chat_id, webhook_refused=self.web.rejected.snapshot,
+                                       digest=self.digest)
 
         # Telegram in: the dispatcher hands each update to a thin handler with the services injected.
         self.dp = Dispatcher(decisions=self.decisions, commands=self.commands)
@@ -191,6 +201,8 @@ class Application:
         self.scheduler = AsyncIOScheduler(timezone=s.timezone)
         self.scheduler.add_job(self.decisions.expire_due, "interval", seconds=60, id="expire_proposals")
         self.scheduler.add_job(self._purge_inbox, "interval", hours=1, id="purge_inbox")
+        self.scheduler.add_job(self.digest.run_scheduled, self.digest.trigger, id="daily_digest",
+                               misfire_grace_time=MISFIRE_GRACE_S, coalesce=True)
         if self.glitchtip is not None:  # GlitchTip alerts once per issue: counts come from its API
             self.scheduler.add_job(self.glitchtip.schedule_refresh, "interval",
                                    minutes=s.glitchtip_refresh_minutes, id="glitchtip_refresh")
@@ -224,6 +236,7 @@ class Application:
             await AuditRepository(self.db).record("killswitch.on", "forced by environment", actor_name="environment")
         await self.sender.replay_journal()
         await self.executor.recover_interrupted()
+        await self.investigator.recover_interrupted()  # cut short by a crash: marked interrupted, said in the chat
         try:
             await self.web.start(s.webhook_host, s.webhook_port)
         except OSError as exc:
@@ -241,6 +254,7 @@ class Application:
             self._loops.append(asyncio.create_task(self.glitchtip.run(), name="glitchtip"))
         if self.github is not None:
             self._loops.append(asyncio.create_task(self.github.run(), name="github"))
+        await self.digest.catch_up()  # a digest missed while the bot was down: sent once, now
         self.scheduler.start()
         self.sender.notify()
 

@@ -10,7 +10,9 @@ import re
 from dataclasses import dataclass
 
 APPROVE, REJECT, INVESTIGATE, PRIORITY, MUTE, RESOLVE = "ap", "rj", "iv", "pr", "mu", "rs"
-ACTIONS = {APPROVE, REJECT, INVESTIGATE, PRIORITY, MUTE, RESOLVE}
+# 👍/👎 under an investigation report: `hf:<incident>:<investigation id>y|n`
+HELPFUL = "hf"
+ACTIONS = {APPROVE, REJECT, INVESTIGATE, PRIORITY, MUTE, RESOLVE, HELPFUL}
 MAX_BYTES = 64
 # The largest id SQLite can store: a larger number cannot name a row, and binding it raises
 # OverflowError, so ids from buttons and commands are checked against it before any query.

@@ -53,11 +53,13 @@ class CardPublisher:
 
     async def say(
         self, tx: Executor, html_text: str, reply_to: int | None = None, chat_id: int | None = None,
-        priority: int = MESSAGE_PRIORITY,
+        priority: int = MESSAGE_PRIORITY, buttons: list[list[tuple[str, str]]] | None = None,
     ) -> None:
-        """Queue a plain chat message (already-escaped HTML); `priority` 0 goes ahead of every card."""
+        """Queue a plain chat message (already-escaped HTML); `priority` 0 goes ahead of every card;
+        `buttons`: rows of (label, callback data), e.g. 👍/👎 under an investigation report."""
+        rows = [[list(b) for b in row] for row in buttons or []]
         await OutboxRepository(tx).add(
-            chat_id or self.chat_id, {"text": html_text, "parse_mode": "HTML", "buttons": []}, reply_to=reply_to,
+            chat_id or self.chat_id, {"text": html_text, "parse_mode": "HTML", "buttons": rows}, reply_to=reply_to,
             priority=priority,
         )
         self.on_queued()

@@ -9,11 +9,15 @@ from __future__ import annotations
 import html
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import time
+from zoneinfo import ZoneInfo
 
 from bot import __version__, killswitch
 from bot.callback_data import is_valid_id, parse_id
 from bot.card_render import PRIORITY_EMOJI, esc, render_card
 from bot.decisions import DecisionService, parse_duration
+from bot.digest import DigestService
+from bot.metrics import MAX_DAYS, compute_metrics, fit, metrics_lines
 from bot.models import Actor, Priority, utcnow
 from bot.open_commands import Asker, OpenCommandGuard, start_text
 from bot.rollout import RolloutPolicy
@@ -27,6 +31,7 @@ from storage.proposals import ProposalRepository
 
 # Commands anyone may use, from any chat (bot/open_commands.py bounds them); the rest are for approvers.
 OPEN_TO_ALL = frozenset({"start", "help"})
+STATS_DAYS = 7  # /stats without a number of days
 COMMANDS: list[tuple[str, str]] = [
     ("start", "This chat's id and yours, for the setup"),
     ("help", "Commands and buttons"),
@@ -35,7 +40,10 @@ COMMANDS: list[tuple[str, str]] = [
     ("incident", "/incident <id>: a card with its history"),
     ("mute", "/mute <id> <1h|24h|30m|2d>: silence repeats"),
     ("resolve", "/resolve <id>: mark resolved"),
+    ("investigate", "/investigate <id>: code, history and similar incidents (stage 3+)"),
     ("killswitch", "/killswitch [on [reason] | off]"),
+    ("digest", "The daily digest, now"),
+    ("stats", "/stats [days]: the figures that judge the rollout (default 7)"),
 ]
 
 HELP = (
@@ -70,7 +78,10 @@ class CommandService:
     def __init__(
         self, db: Database, decisions: DecisionService, policy: RolloutPolicy, alert_chat_id: int,
         webhook_refused: Callable[[], dict[str, int]] = _no_counts, open_guard: OpenCommandGuard | None = None,
+        digest: DigestService | None = None,
     ) -> None:
+        # /digest and /stats (bot/digest.py, bot/metrics.py); by default a digest at 09:00 UTC.
+        self.digest = digest or DigestService(db, decisions.cards, policy, at=time(9, 0), tz=ZoneInfo("UTC"))
         self.db = db
         self.decisions = decisions
         self.policy = policy
@@ -94,7 +105,8 @@ class CommandService:
     def _handlers(self) -> dict[str, Callable[[Actor, str, int], Awaitable[Reply]]]:
         return {
             "status": self._status, "incidents": self._incidents, "incident": self._incident, "mute": self._mute,
-            "resolve": self._resolve, "killswitch": self._killswitch,
+            "resolve": self._resolve, "killswitch": self._killswitch, "investigate": self._investigate,
+            "digest": self._digest, "stats": self._stats,
         }
 
     async def _audit(self, actor: Actor, name: str, outcome: str) -> None:
@@ -168,6 +180,15 @@ class CommandService:
         await self.decisions.audit_outcome(actor, "command./resolve", incident_id, outcome)
         return Reply(html.escape(outcome.answer))
 
+    async def _investigate(self, actor: Actor, args: str, chat_id: int) -> Reply:
+        named = await self._incident_id(actor, "investigate", args, "Usage: /investigate &lt;id&gt;")
+        if isinstance(named, Reply):
+            return named
+        incident_id, _ = named
+        outcome = await self.decisions.investigate(actor, incident_id)
+        await self.decisions.audit_outcome(actor, "command./investigate", incident_id, outcome)
+        return Reply(html.escape(outcome.answer))
+
     async def _killswitch(self, actor: Actor, args: str, chat_id: int) -> Reply:
         parts = args.split(maxsplit=1)
         verb = parts[0].lower() if parts else ""
@@ -180,6 +201,21 @@ class CommandService:
         # Announced in the alert chat (through the outbox) so everyone sees who and why; a private
         # chat gets the same text as its answer.
         return Reply(None if chat_id == self.alert_chat_id else outcome.answer)
+
+    async def _digest(self, actor: Actor, args: str, chat_id: int) -> Reply:
+        # Queued through the outbox to the chat that asked; the daily one still comes at its time.
+        await self.digest.send_now(chat_id)
+        await self._audit(actor, "digest", "sent")
+        return Reply(None)
+
+    async def _stats(self, actor: Actor, args: str, chat_id: int) -> Reply:
+        raw = args.split()[0] if args.split() else str(STATS_DAYS)
+        days = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 5 else 0
+        if not 1 <= days <= MAX_DAYS:
+            return await self._answered(actor, "stats", "usage error",
+                                        f"Usage: /stats [days] — a number of days from 1 to {MAX_DAYS} (default {STATS_DAYS})")
+        found = await compute_metrics(self.db, self.policy, until=utcnow(), days=days)
+        return await self._answered(actor, "stats", f"shown: {days} days", fit(metrics_lines(found)))
 
     # -- the texts -------------------------------------------------------------------------
 

@@ -372,6 +372,39 @@ def _audit_reason(detail: object) -> str | None:
 # --------------------------------------------------------------------------- patterns
 
 
+def _days(value: str) -> int:
+    from bot.metrics import MAX_DAYS
+
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_DAYS):
+        raise argparse.ArgumentTypeError(f"not a number of days from 1 to {MAX_DAYS}: {value!r}")
+    return int(value)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """`stats`: the same figures as /stats, for a terminal or (--json) a script."""
+    from bot.metrics import compute_metrics, metrics_lines, plain_text
+    from bot.models import utcnow
+    from bot.rollout import RolloutPolicy
+    from storage.db import Database
+
+    settings = _settings_or_exit(args)
+    if not Path(settings.database_path).is_file():
+        print(f"no database at {settings.database_path} (DATABASE_PATH)", file=sys.stderr)
+        return 1
+
+    async def compute() -> Any:
+        async with Database(settings.database_path) as db:
+            return await compute_metrics(db, RolloutPolicy.from_setting(settings.rollout_stage), until=utcnow(),
+                                         days=args.days)
+
+    found = asyncio.run(compute())
+    if args.json:
+        print(json.dumps(found.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(plain_text("\n".join(metrics_lines(found))))
+    return 0
+
+
 def cmd_patterns(args: argparse.Namespace) -> int:
     from patterns.cli import check_command, test_command
 
@@ -542,6 +575,13 @@ def build_parser() -> argparse.ArgumentParser:
                                description=GITHUB_HELP, epilog=SETTINGS_HELP, formatter_class=formatter)
     _with_settings(ghcheck)
     github.set_defaults(func=cmd_github)
+
+    stats = sub.add_parser("stats", help="print the metrics (triage accuracy, interventions, volume…) for a window",
+                           epilog=SETTINGS_HELP, formatter_class=formatter)
+    _with_settings(stats)
+    stats.add_argument("--days", type=_days, default=7, metavar="N", help="the last N days (default 7)")
+    stats.add_argument("--json", action="store_true", help="one JSON object, every figure")
+    stats.set_defaults(func=cmd_stats)
     return parser
 
 

@@ -18,9 +18,22 @@ from typing import Any
 
 from bot import killswitch
 from bot.background import BackgroundTasks
-from bot.callback_data import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress, is_valid_id, parse_id
+from bot.callback_data import (
+    APPROVE,
+    HELPFUL,
+    INVESTIGATE,
+    MUTE,
+    PRIORITY,
+    REJECT,
+    RESOLVE,
+    CardPress,
+    is_valid_id,
+    parse_id,
+)
 from bot.card_publisher import CardPublisher
 from bot.card_render import esc
+from bot.investigate.service import Investigator
+from bot.investigate.service import vote as vote_on_report
 from bot.models import Actor, Incident, Priority, Proposal, ProposalState, utcnow
 from bot.recurrence import mute_key
 from bot.resolution import Resolver, ResolveResult, resolve_incident
@@ -87,6 +100,7 @@ class DecisionService:
         tasks: BackgroundTasks,
         start_action: Callable[[int, Actor], Coroutine[Any, Any, None]] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        investigator: Investigator | None = None,
     ) -> None:
         self.db = db
         self.cards = cards
@@ -94,6 +108,8 @@ class DecisionService:
         self.policy = policy
         self.tasks = tasks
         self.start_action = start_action
+        # 🔎 Investigate's work (bot/investigate/); None: presses are only recorded.
+        self.investigator = investigator
         # "Now" for expiry and mute times: injected so tests can move time instead of sleeping.
         self.clock = clock
 
@@ -130,6 +146,7 @@ class DecisionService:
         handler = {
             APPROVE: self._approve, REJECT: self._reject, INVESTIGATE: self._investigate,
             PRIORITY: self._priority, MUTE: self._mute_press, RESOLVE: self._resolve_press,
+            HELPFUL: self._helpful,
         }[press.action]
         outcome = await handler(actor, press)
         await self.audit_outcome(actor, action_name, press.incident_id, outcome)
@@ -247,11 +264,35 @@ class DecisionService:
     # -- investigate, priority, mute, resolve ----------------------------------------------
 
     async def _investigate(self, actor: Actor, press: CardPress) -> Outcome:
+        if self.investigator is not None:
+            answer = await self.investigator.request(actor, press.incident_id, via="button")
+            return Outcome(answer.text, changed=answer.changed, audited=True)
         await AuditRepository(self.db).record(
             "incident.investigate", "requested", actor_id=actor.id, actor_name=actor.name,
             incident_id=press.incident_id,
         )
         return Outcome("🔎 Investigation requested and recorded. Automatic investigation is not available yet.", audited=True)
+
+    async def investigate(self, actor: Actor, incident_id: int) -> Outcome:
+        """`/investigate <id>`: the same as the button (approver, stage, one at a time per incident)."""
+        if not self.is_approver(actor.id):
+            return await self.refuse(actor, "incident.investigate", incident_id)
+        stage_refusal = self.policy.press_refusal(INVESTIGATE)
+        if stage_refusal:
+            await self.audit_refusal(actor, "incident.investigate", f"rollout stage {int(self.policy.stage)}",
+                                     incident_id=incident_id)
+            return Outcome(stage_refusal, audited=True)
+        if not is_valid_id(incident_id):
+            return Outcome(f"No incident #{incident_id}.")
+        if self.investigator is None:
+            return await self._investigate(actor, CardPress(INVESTIGATE, incident_id))
+        answer = await self.investigator.request(actor, incident_id, via="command")
+        return Outcome(answer.text, changed=answer.changed, audited=True)
+
+    async def _helpful(self, actor: Actor, press: CardPress) -> Outcome:
+        """👍/👎 under an investigation report."""
+        answer = await vote_on_report(self.db, actor, press)
+        return Outcome(answer.text, changed=answer.changed, audited=True)
 
     async def _priority(self, actor: Actor, press: CardPress) -> Outcome:
         try:

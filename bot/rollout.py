@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from bot.callback_data import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE
+from bot.callback_data import APPROVE, HELPFUL, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE
 from bot.proposals import ProposalKind
 
 
@@ -37,7 +37,7 @@ STAGE_NAMES = {
 # The stage a card button first appears at.
 _BUTTON_STAGE = {
     PRIORITY: Stage.MONITOR, APPROVE: Stage.TRIAGE, REJECT: Stage.TRIAGE, MUTE: Stage.TRIAGE,
-    RESOLVE: Stage.TRIAGE, INVESTIGATE: Stage.INVESTIGATE,
+    RESOLVE: Stage.TRIAGE, INVESTIGATE: Stage.INVESTIGATE, HELPFUL: Stage.INVESTIGATE,
 }
 # The stage a kind of proposal may be made, approved and started at.
 _KIND_STAGE = {ProposalKind.ACKNOWLEDGE: Stage.TRIAGE, ProposalKind.PATTERN: Stage.AUTO_FIX,
@@ -92,3 +92,26 @@ class RolloutPolicy:
         needed = _KIND_STAGE.get(ProposalKind(kind))
         what = "fixes" if ProposalKind(kind) is ProposalKind.PATTERN else f"{kind} proposals"
         return f"{what} need rollout stage {int(needed) if needed else '?'} (now {int(self.stage)})"
+
+    # -- moving up (the digest's hint, bot/metrics.py) ---------------------------------------
+
+    @property
+    def next_stage(self) -> RolloutPolicy | None:
+        """The stage after this one, or None at the last."""
+        return RolloutPolicy(Stage(self.stage + 1)) if self.stage < max(Stage) else None
+
+    @property
+    def judged_by(self) -> tuple[str, ...]:
+        """The figures (bot/metrics.py target names) that must meet their targets at this stage
+        before moving on; at the last stage, the ones that must keep meeting them to stay."""
+        return _JUDGED_BY[self.stage]
+
+
+# What each stage's figures must show: triage alone is judged by accuracy; once humans decide,
+# by how often they step in; investigations by their votes; fixes by how often they were wrong.
+_JUDGED_BY = {
+    Stage.MONITOR: ("triage_accuracy",),
+    Stage.TRIAGE: ("triage_accuracy", "intervention"),
+    Stage.INVESTIGATE: ("triage_accuracy", "intervention", "helpfulness"),
+    Stage.AUTO_FIX: ("false_fixes", "intervention"),
+}

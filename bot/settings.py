@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     github_timeout_s: float = Field(10.0, gt=0)  # one API call, whole answer
     github_retry_hours: float = Field(24.0, gt=0)  # outages are retried this long before it is reported failed
     repo_path: Path | None = None
+    # 🔎 Investigate (bot/investigate/): a commit that changed a crashing line this recently is the suspect.
+    investigate_suspect_days: float = Field(7.0, gt=0)
 
     # Scheduler
     digest_time: time = time(9, 0)

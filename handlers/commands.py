@@ -13,7 +13,7 @@ from aiogram.types import Message
 from bot.chat_commands import CommandService
 from handlers.callbacks import actor_of
 
-NAMES = ("help", "status", "incidents", "incident", "mute", "resolve", "killswitch")
+NAMES = ("help", "status", "incidents", "incident", "mute", "resolve", "killswitch", "investigate", "digest", "stats")
 
 
 async def on_command(message: Message, command: CommandObject, commands: CommandService) -> None:

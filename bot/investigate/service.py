@@ -1,0 +1,231 @@
+"""Investigations without any key: where in the code, what changed there, whether it happened before.
+
+A press (🔎 Investigate, `/investigate <id>`) writes a queued row, its audit row, in one
+transaction, and answers at once; the work runs in the background (at most CONCURRENCY at a
+time). When it starts it re-checks the kill switch and moves queued → running (compare-and-set);
+the report is stored and queued as a reply under the card in one transaction. A crash leaves the
+row queued or running: the next start marks it **interrupted** and says so under the card, and a
+new press starts a new one (re-running it by itself could flood the chat after a crash loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot import killswitch
+from bot.background import BackgroundTasks
+from bot.callback_data import HELPFUL, CardPress, parse_id
+from bot.card_publisher import CardPublisher
+from bot.card_render import esc
+from bot.glitchtip.details import Frame, IssueDetails
+from bot.investigate.frames import RepoFiles, StackFrame, map_frames, parse_stack, safe_file, snippet
+from bot.investigate.git import GitError, blame_line, recent_commits, tracked_files
+from bot.investigate.report import Findings, FrameFinding, render
+from bot.investigate.similar import similar_incidents
+from bot.models import Actor, Incident, utcnow
+from storage.audit import AuditRepository
+from storage.db import Database
+from storage.glitchtip import GlitchTipRepository
+from storage.incidents import IncidentRepository
+from storage.investigations import InvestigationRepository
+
+log = logging.getLogger(__name__)
+CONCURRENCY = 2
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to tell the person, whether it changed anything; the audit row is already written."""
+
+    text: str
+    changed: bool = False
+
+
+def vote_buttons(incident_id: int, investigation_id: int) -> list[list[tuple[str, str]]]:
+    return [[("👍 Helpful", CardPress(HELPFUL, incident_id, f"{investigation_id}y").encode()),
+             ("👎 Not helpful", CardPress(HELPFUL, incident_id, f"{investigation_id}n").encode())]]
+
+
+class Investigator:
+    def __init__(
+        self, db: Database, cards: CardPublisher, tasks: BackgroundTasks, *, repo_path: Path | None,
+        redact: Callable[[str], str], suspect_days: float = 7.0, clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.cards = cards
+        self.tasks = tasks
+        self.repo_path = repo_path
+        self.redact = redact
+        self.suspect_days = suspect_days
+        self.clock = clock
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+
+    # -- asking ----------------------------------------------------------------------------
+
+    async def request(self, actor: Actor, incident_id: int, via: str) -> Answer:
+        """Record an investigation and start it after the commit (the caller checked approver and stage)."""
+        audit_args: dict[str, Any] = {"actor_id": actor.id, "actor_name": actor.name, "incident_id": incident_id}
+        async with self.db.transaction() as tx:
+            if await IncidentRepository(tx).get(incident_id) is None:
+                await AuditRepository(tx).record("incident.investigate", "refused: unknown incident", **audit_args)
+                return Answer(f"No incident #{incident_id}.")
+            investigation_id = await InvestigationRepository(tx).create(incident_id, actor.name, actor.id, via)
+            if investigation_id is None:
+                await AuditRepository(tx).record("incident.investigate", "refused: one is already running",
+                                                 **audit_args)
+                return Answer(f"🔎 An investigation of #{incident_id} is already running: its report will reply "
+                              "under the card.")
+            await AuditRepository(tx).record("incident.investigate", "requested", detail={
+                "investigation_id": investigation_id, "via": via}, **audit_args)
+        self.tasks.spawn(self.run(investigation_id), name=f"investigation-{investigation_id}")
+        return Answer("🔎 Investigation started and recorded: the report will reply under the card.", changed=True)
+
+    async def recover_interrupted(self) -> int:
+        """At start: investigations a crash cut short are marked interrupted, and said so in the chat."""
+        async with self.db.transaction() as tx:
+            cut_short = await InvestigationRepository(tx).interrupt_active()
+            for inv in cut_short:
+                incident = await IncidentRepository(tx).get(inv.incident_id)
+                await AuditRepository(tx).record("investigation.interrupted", "interrupted by a restart",
+                                                 incident_id=inv.incident_id, detail={"investigation_id": inv.id})
+                await self.cards.say(
+                    tx, f"🔎 The investigation of #{inv.incident_id} asked by {esc(inv.requested_by, 60)} was "
+                        "interrupted by a restart. Press 🔎 Investigate again to run it.",
+                    reply_to=incident.card_message_id if incident else None,
+                )
+        return len(cut_short)
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, investigation_id: int) -> None:
+        async with self._slots:
+            async with self.db.transaction() as tx:
+                repo = InvestigationRepository(tx)
+                inv = await repo.get(investigation_id)
+                if inv is None or not await repo.start(investigation_id):
+                    return
+                incident = await IncidentRepository(tx).get(inv.incident_id)
+                if incident is None or (await killswitch.read(tx)).on:
+                    why = "the kill switch is on" if incident is not None else "the incident is gone"
+                    await repo.fail(investigation_id, why)
+                    await self.cards.say(tx, f"🔎 Investigation of #{inv.incident_id} not started: {why}.",
+                                         reply_to=incident.card_message_id if incident else None)
+                    return
+            try:
+                findings = await self.findings(incident, investigation_id)
+                html = render(findings, self.redact)
+            except Exception as exc:
+                log.exception("investigation %s failed", investigation_id)
+                await self._failed(investigation_id, incident, f"{type(exc).__name__}: {exc}")
+                return
+            async with self.db.transaction() as tx:
+                if await InvestigationRepository(tx).finish(investigation_id, html):
+                    fresh = await IncidentRepository(tx).get(incident.id)
+                    await self.cards.say(tx, html, reply_to=(fresh or incident).card_message_id,
+                                         buttons=vote_buttons(incident.id, investigation_id))
+                    await AuditRepository(tx).record("investigation.done", "reported", incident_id=incident.id,
+                                                     detail={"investigation_id": investigation_id,
+                                                             "suspect": findings.suspect.blame.sha
+                                                             if findings.suspect and findings.suspect.blame else None})
+
+    async def _failed(self, investigation_id: int, incident: Incident, error: str) -> None:
+        error = self.redact(error)
+        async with self.db.transaction() as tx:
+            if await InvestigationRepository(tx).fail(investigation_id, error):
+                await AuditRepository(tx).record("investigation.failed", error[:120], incident_id=incident.id,
+                                                 detail={"investigation_id": investigation_id})
+                await self.cards.say(tx, f"🔎 Investigation of #{incident.id} failed: {esc(error, 300)}",
+                                     reply_to=incident.card_message_id)
+
+    async def findings(self, incident: Incident, investigation_id: int) -> Findings:
+        """Everything the report shows, gathered read-only from the repository and the database."""
+        enrichment = await self._enrichment(incident.id)
+        frames = _frames(enrichment, incident.stacktrace)
+        not_done: list[str] = []
+        found: list[FrameFinding] = []
+        if self.repo_path is None:
+            not_done.append("REPO_PATH is not set: no code, no git history and no suspect commit.")
+        elif not frames:
+            not_done.append("No stack frames in this alert: nothing to map to the code.")
+        else:
+            found = await self._in_repo(self.repo_path, frames, not_done)
+        now = self.clock()
+        suspect = _suspect(found, now - timedelta(days=self.suspect_days))
+        return Findings(
+            incident=incident, investigation_id=investigation_id, frames=found, suspect=suspect,
+            suspect_days=self.suspect_days, similar=await similar_incidents(self.db, incident),
+            enrichment=enrichment, stack_frames_seen=len(frames), not_done=not_done, now=now,
+        )
+
+    async def _enrichment(self, incident_id: int) -> IssueDetails | None:
+        link = await GlitchTipRepository(self.db).link(incident_id)
+        if link is None or link.kind != "issue" or not link.details:
+            return None
+        return IssueDetails.from_dict(link.details)
+
+    async def _in_repo(self, root: Path, frames: list[StackFrame], not_done: list[str]) -> list[FrameFinding]:
+        try:
+            files = await tracked_files(root)
+        except GitError as exc:
+            not_done.append(f"REPO_PATH {root} could not be read with git ({exc}).")
+            return []
+        mapped = map_frames(frames, RepoFiles(root, files))
+        if not mapped:
+            not_done.append(f"None of the {len(frames)} stack frames is a file of REPO_PATH "
+                            "(library frames are skipped).")
+            return []
+        found = []
+        for m in mapped:
+            path = safe_file(root, m.file)
+            line = m.frame.line
+            lines = await asyncio.to_thread(snippet, path, line) if path is not None and line else []
+            blame = history = None
+            try:
+                history = await recent_commits(root, m.file)
+                blame = await blame_line(root, m.file, line) if lines and line else None
+            except GitError as exc:
+                not_done.append(f"git history of {m.file}: {exc}")
+            found.append(FrameFinding(m, lines, blame, history or []))
+        return found
+
+
+def _frames(enrichment: IssueDetails | None, stack: str) -> list[StackFrame]:
+    """GlitchTip's crashing frames first (when its API gave them), then the alert's own stack text."""
+    api: tuple[Frame, ...] = enrichment.frames if enrichment is not None else ()
+    return [StackFrame(f.file, f.line, f.function) for f in api] + parse_stack(stack)
+
+
+def _suspect(found: list[FrameFinding], since: datetime) -> FrameFinding | None:
+    """The frame whose crashing line was changed most recently, if that was after `since`."""
+    recent = [f for f in found if f.blame is not None and f.blame.at >= since]
+    return max(recent, key=lambda f: f.blame.at if f.blame else since, default=None)
+
+
+async def vote(db: Database, actor: Actor, press: CardPress) -> Answer:
+    """👍/👎 on a report: one vote per person, changeable; audited (the caller checked the approver)."""
+    investigation_id = parse_id(press.arg[:-1]) if press.arg[-1:] in ("y", "n") else None
+    helpful = press.arg.endswith("y")
+    async with db.transaction() as tx:
+        repo = InvestigationRepository(tx)
+        inv = await repo.get(investigation_id) if investigation_id is not None else None
+        if inv is None or inv.incident_id != press.incident_id or inv.state != "done":
+            await AuditRepository(tx).record("investigation.vote", "refused: unknown report", actor_id=actor.id,
+                                             actor_name=actor.name, incident_id=press.incident_id)
+            return Answer("Unknown report: nothing changed.")
+        before = await repo.vote(inv.id, actor.id, actor.name, helpful)
+        up, down = await repo.votes(inv.id)
+        said = "helpful" if helpful else "not helpful"
+        outcome = "voted" if before is None else ("unchanged" if before == helpful else "changed")
+        await AuditRepository(tx).record("investigation.vote", outcome, actor_id=actor.id, actor_name=actor.name,
+                                         incident_id=inv.incident_id,
+                                         detail={"investigation_id": inv.id, "helpful": helpful})
+    if before == helpful:
+        return Answer(f"You already said {said} ({up} 👍 / {down} 👎).")
+    verb = "Changed to" if before is not None else "Thanks: recorded as"
+    return Answer(f"{verb} {said} ({up} 👍 / {down} 👎).", changed=True)

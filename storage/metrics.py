@@ -1,0 +1,109 @@
+"""What the metrics read (bot/metrics.py computes them): incidents, corrections, proposals and
+the audit log over a window [since, until). Read-only; every query is bounded by the window."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bot.proposals import ProposalKind
+from storage.db import Executor
+from storage.timefmt import to_db
+
+
+@dataclass(frozen=True)
+class TriagedIncident:
+    """An incident first seen in the window, with what triage said and what humans did to it."""
+
+    id: int
+    priority: str  # now (after any correction)
+    priority_original: str  # as triaged
+    category: str
+    source: str  # the triage source: rules (Claude once it exists)
+    rule_id: str | None
+    project: str | None
+    regression: bool
+    corrected_to: str | None  # the last human correction, None when nobody corrected it
+    rejected: bool  # a proposal of it was rejected
+
+
+@dataclass(frozen=True)
+class FixRun:
+    proposal_id: int
+    outcome: str  # succeeded | failed
+    verify_failed: bool
+    recurred: bool
+
+
+class MetricsRepository:
+    def __init__(self, db: Executor) -> None:
+        self.db = db
+
+    async def triaged(self, since: datetime, until: datetime) -> list[TriagedIncident]:
+        rows = await self.db.fetchall(
+            "SELECT i.id, i.priority, i.priority_original, i.category, i.project, i.regression_of, "
+            "COALESCE(json_extract(i.triage_json, '$.source'), 'rules') AS triage_source, "
+            "json_extract(i.triage_json, '$.rule_id') AS rule_id, "
+            "(SELECT c.corrected FROM priority_corrections c WHERE c.incident_id = i.id "
+            " ORDER BY c.id DESC LIMIT 1) AS corrected_to, "
+            "EXISTS (SELECT 1 FROM proposals p WHERE p.incident_id = i.id AND p.state = 'rejected') AS rejected "
+            "FROM incidents i WHERE i.first_seen >= ? AND i.first_seen < ? ORDER BY i.id",
+            (to_db(since), to_db(until)),
+        )
+        return [
+            TriagedIncident(r["id"], r["priority"], r["priority_original"], r["category"], str(r["triage_source"]),
+                            r["rule_id"], r["project"], r["regression_of"] is not None, r["corrected_to"],
+                            bool(r["rejected"]))
+            for r in rows
+        ]
+
+    async def resolutions(self, since: datetime, until: datetime) -> list[tuple[str, float]]:
+        """(priority now, seconds from first alert to resolve) of incidents resolved in the window."""
+        rows = await self.db.fetchall(
+            "SELECT priority, (julianday(resolved_at) - julianday(first_seen)) * 86400.0 AS seconds "
+            "FROM incidents WHERE status = 'resolved' AND resolved_at >= ? AND resolved_at < ? ORDER BY id",
+            (to_db(since), to_db(until)),
+        )
+        return [(r["priority"], max(0.0, float(r["seconds"]))) for r in rows]
+
+    async def open_by_priority(self) -> dict[str, int]:
+        rows = await self.db.fetchall("SELECT priority, COUNT(*) AS n FROM incidents WHERE status = 'open' GROUP BY priority")
+        return {r["priority"]: r["n"] for r in rows}
+
+    async def noisiest(self, since: datetime, until: datetime, limit: int = 5) -> list[tuple[str, int]]:
+        """(title, events) of the errors most often seen among those active in the window, by fingerprint."""
+        rows = await self.db.fetchall(
+            "SELECT fingerprint, SUM(count) AS events, "
+            "(SELECT title FROM incidents t WHERE t.fingerprint = i.fingerprint ORDER BY t.id DESC LIMIT 1) AS title "
+            "FROM incidents i WHERE last_seen >= ? AND first_seen < ? "
+            "GROUP BY fingerprint ORDER BY events DESC, fingerprint LIMIT ?",
+            (to_db(since), to_db(until), limit),
+        )
+        return [(r["title"], int(r["events"])) for r in rows]
+
+    async def audit_outcomes(self, action: str, since: datetime, until: datetime) -> list[tuple[str, dict[str, Any]]]:
+        """(outcome, detail) of the audit rows of one action in the window."""
+        rows = await self.db.fetchall(
+            "SELECT outcome, detail FROM audit WHERE action = ? AND at >= ? AND at < ? ORDER BY id",
+            (action, to_db(since), to_db(until)),
+        )
+        return [(r["outcome"], json.loads(r["detail"] or "{}")) for r in rows]
+
+    async def fix_runs(self, since: datetime, until: datetime) -> list[FixRun]:
+        """Allow-listed fixes that finished in the window, and whether verify or a recurrence failed them."""
+        rows = await self.db.fetchall(
+            "SELECT a.proposal_id, a.outcome, json_extract(a.detail, '$.verify_ok') AS verify_ok, "
+            "EXISTS (SELECT 1 FROM audit r WHERE r.action = 'fix.recurred' AND r.proposal_id = a.proposal_id) "
+            "AS recurred "
+            "FROM audit a JOIN proposals p ON p.id = a.proposal_id "
+            "WHERE a.action = 'action.finish' AND p.kind = ? AND a.at >= ? AND a.at < ? "
+            "AND COALESCE(json_extract(a.detail, '$.action_ran'), 1) != 0 ORDER BY a.id",
+            (ProposalKind.PATTERN.value, to_db(since), to_db(until)),
+        )
+        return [
+            FixRun(r["proposal_id"], r["outcome"], r["outcome"] == "failed" and r["verify_ok"] == 0,
+                   bool(r["recurred"]))
+            for r in rows
+        ]
