@@ -61,10 +61,10 @@ def glitchtip_ids(link: str | None) -> tuple[str, str, str] | None:
     """(host, "issue" | "monitor", id) from a GlitchTip `title_link`, or None."""
     if not link:
         return None
-    parts = urlsplit(link)
     try:
+        parts = urlsplit(link)
         host, port = parts.hostname, parts.port
-    except ValueError:  # a port that is not a number
+    except ValueError:  # a port that is not a number, an unclosed [IPv6 bracket…
         return None
     if not host:
         return None

@@ -90,6 +90,10 @@ class RowTooSlow(Exception):
     """A row's CPU work took longer than its time budget."""
 
 
+class NotPrepared(Exception):
+    """A row would open an incident its preparation did not foresee: retried, and prepared then."""
+
+
 #: bodies the webhook parsed and handed over, waiting for the worker (beyond this they are parsed again)
 MAX_HANDED_OVER = 5000
 
@@ -274,15 +278,21 @@ class PipelineWorker(WakeableLoop):
         }
         states = await IncidentRepository(self.db).fingerprint_states(sorted(fingerprints))
         seen: set[str] = set()
+        back_up: set[str] = set()  # a monitor "back up" earlier in the batch: its next "down" reopens
         for row in prepared:
             if isinstance(row.payload, Exception):
                 continue
             opening = []
             for alert in row.payload.alerts:
-                open_id = states.get(alert.fingerprint, (None, None))[0]
-                if alert.kind is AlertKind.UPTIME_UP or open_id is not None or alert.fingerprint in seen:
+                fingerprint = alert.fingerprint
+                if alert.kind is AlertKind.UPTIME_UP:
+                    back_up.add(fingerprint)
                     continue
-                seen.add(alert.fingerprint)
+                reopening = fingerprint in back_up
+                if not reopening and (states.get(fingerprint, (None, None))[0] is not None or fingerprint in seen):
+                    continue
+                back_up.discard(fingerprint)
+                seen.add(fingerprint)
                 opening.append(alert)
             if opening:
                 try:
@@ -375,6 +385,17 @@ class PipelineWorker(WakeableLoop):
         if due_only and (self._summary_due is None or self.clock() < self._summary_due):
             return 0
         self._summary_due = None
+        try:
+            held = await self._post_storm_summary()
+        except Exception:
+            # Nothing was committed: try again a little later, or the held-back cards stay unseen.
+            self._summary_due = self.clock() + 30.0
+            raise
+        if held:
+            self.on_committed()
+        return held
+
+    async def _post_storm_summary(self) -> int:
         async with self.db.transaction() as tx:
             incidents = IncidentRepository(tx)
             held = await incidents.held_back()
@@ -388,7 +409,6 @@ class PipelineWorker(WakeableLoop):
                 "storm.summarised", f"{len(held)} cards held back",
                 detail={"incidents": [h.id for h in held][:200], "limit_per_minute": per_minute},
             )
-        self.on_committed()
         return len(held)
 
     async def _failed(self, tx: Transaction, item: InboxItem, exc: Exception) -> None:
@@ -452,10 +472,14 @@ class PipelineWorker(WakeableLoop):
             if self.tracker is not None and alert.source == "glitchtip":
                 await self.tracker.on_repeat(tx, current_id)  # came back in GlitchTip?
             return
-        # Only a new incident stores the alert's text, redacted before triage and storage; done off
-        # the loop in _prepare, unless another row of this batch opened (and resolved) it meanwhile.
+        # Only a new incident stores the alert's text, redacted before triage and storage, off the
+        # loop in _prepare. If this row was not prepared to open one (the incident was resolved, or
+        # the row meant to open it rolled back, since), it fails this attempt and is prepared again:
+        # CPU work never runs here, under the database lock.
         opened = changes.opening.get(alert.fingerprint)
-        alert, triage = opened if opened else self._redact_and_triage([alert])[alert.fingerprint]
+        if opened is None:
+            raise NotPrepared("the incident this alert belonged to changed while it was processed; retrying")
+        alert, triage = opened
         known = changes.resolved_id(alert.fingerprint)
         regression_of: int | None = (
             await incidents.latest_resolved_id(alert.fingerprint) if known is _UNKNOWN else known  # type: ignore[assignment]

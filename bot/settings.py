@@ -156,11 +156,13 @@ class Settings(BaseSettings):
     @field_validator("redact_patterns")
     @classmethod
     def _compile_patterns(cls, value: list[str]) -> list[str]:
+        from bot.regex_safety import regex_problem
+
         for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+            # They run over every alert: the same safety check as the rules and patterns files.
+            problem = regex_problem(pattern)
+            if problem:
+                raise ValueError(f"regular expression {pattern!r} refused: {problem}")
         return value
 
     @field_validator("kill_switch", "auto_fix", mode="before")

@@ -179,7 +179,10 @@ class WebhookServer:
         for logger in (http_log, log, logging.getLogger("asyncio")):
             logger.addFilter(self._log_filter)
         # Our own listening socket (not web.TCPSite) so every connection goes through the guard.
-        self._listener = await asyncio.get_running_loop().create_server(self.guard, host, port, backlog=128)
+        # asyncio accepts up to `backlog` sockets in one go before the guard sees any of them: keep that
+        # burst inside the other half of the file limit, or a CPU-starved server hits EMFILE on a flood.
+        self._listener = await asyncio.get_running_loop().create_server(
+            self.guard, host, port, backlog=min(128, max(8, max_connections // 2)))
         self.port = self._listener.sockets[0].getsockname()[1] if self._listener.sockets else port
         log.info("webhook server listening on http://%s:%s", host, self.port)
 
@@ -270,6 +273,8 @@ class WebhookServer:
                 return await request.read()
         except web.HTTPRequestEntityTooLarge:
             return await self._unread_body_refused(request, 413, f"body over {MAX_BODY} bytes")
+        except web.RequestPayloadError as exc:  # e.g. Content-Encoding: gzip over a body that is not
+            return await self._unread_body_refused(request, 400, f"body could not be decoded: {exc}")
         except TimeoutError:
             return await self._unread_body_refused(
                 request, 408, f"body not received within {self.limits.body_timeout:g} s")

@@ -283,6 +283,11 @@ def test_bad_redact_pattern_names_the_setting_and_the_regex(monkeypatch: pytest.
     assert "bad(unclosed" in line and "regular expression" in line
 
 
+def test_a_redact_pattern_that_can_backtrack_catastrophically_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    line = line_naming(error_of(monkeypatch, REDACT_PATTERNS=r"(a+)+b"), "REDACT_PATTERNS")
+    assert "(a+)+b" in line and "backtrack" in line
+
+
 def test_every_bad_setting_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     message = error_of(
         monkeypatch, ROLLOUT_STAGE="9", TELEGRAM_CHAT_ID="abc", WEBHOOK_PORT="70000", DIGEST_TIME="25:99",

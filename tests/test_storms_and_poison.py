@@ -7,7 +7,7 @@ import json
 import time
 
 from bot.card_publisher import CardPublisher
-from bot.fingerprint import normalise_title
+from bot.fingerprint import glitchtip_ids, normalise_title
 from bot.fix_identity import FixIdentity
 from bot.models import Priority
 from bot.pipeline import PipelineWorker
@@ -24,7 +24,7 @@ from storage.incidents import IncidentRepository
 from storage.kv import KeyValueRepository
 from storage.outbox import OutboxRepository
 from storage.proposals import ProposalRepository
-from tests.conftest import CHAT_ID
+from tests.conftest import CHAT_ID, WEBHOOK_TOKEN
 
 
 class Rules:
@@ -242,3 +242,48 @@ async def test_a_forty_thousand_digit_title_does_not_freeze_the_webhook(start_ap
     await app.wait_cards(1)
     row = await app.app.db.fetchone("SELECT title FROM incidents")
     assert row["title"].startswith("9" * 100) and "chars cut" in row["title"] and len(row["title"]) < 2100
+
+
+class FailingOnce(CardPublisher):
+    """The first chat message fails (an I/O error while queueing it); later ones go through."""
+
+    failed = False
+
+    async def say(self, tx, html_text, *args, **kwargs):
+        if not self.failed:
+            self.failed = True
+            raise OSError("disk I/O error")
+        await super().say(tx, html_text, *args, **kwargs)
+
+
+async def test_a_storm_summary_that_failed_is_tried_again(tmp_path):
+    async with Database(tmp_path / "p.db") as db:
+        inbox = InboxRepository(db)
+        for n in range(6):
+            await inbox.add("generic", generic(f"ValueError: unexpected state {chr(65 + n)}x"))
+        clock = Clock()
+        pipeline = PipelineWorker(db, Rules(), Redactor(), FailingOnce(CHAT_ID, RolloutPolicy(Stage(2))),
+                                  storm=StormGate(2, clock=clock), clock=clock)
+        await pipeline.drain_once()
+        clock.now += 61
+        try:
+            await pipeline.summarise_storm(due_only=True)
+        except OSError:
+            pass
+        assert await pipeline.summarise_storm(due_only=True) == 0  # not due again at once
+        clock.now += 31
+        assert await pipeline.summarise_storm(due_only=True) == 4
+        pipeline.close()
+
+
+async def test_a_body_that_cannot_be_decompressed_is_a_400_not_a_500(start_app):
+    app = await start_app()
+    response = await app.client.post(
+        f"{app.base}/webhook/generic/{WEBHOOK_TOKEN}", content=b"not gzip at all",
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert response.status_code == 400 and "decoded" in response.json()["error"]
+
+
+def test_a_link_that_is_not_a_url_gives_no_glitchtip_id() -> None:
+    assert glitchtip_ids("http://[::1/issues/1") is None
