@@ -245,11 +245,12 @@ class Application:
         if self.glitchtip is not None:
             await self.glitchtip.start()  # before the pipeline: it knows which open issues GlitchTip resolved
         self._loops = [
-            asyncio.create_task(self.pipeline.run(), name="pipeline"),
             asyncio.create_task(self.sender.run(), name="outbox-sender"),
             asyncio.create_task(self._poll(), name="telegram-polling"),
             asyncio.create_task(self._register_commands(), name="set-my-commands"),
         ]
+        if not s.setup_mode:  # setup mode has no chat for cards: alerts wait in the inbox
+            self._loops.append(asyncio.create_task(self.pipeline.run(), name="pipeline"))
         if self.glitchtip is not None:
             self._loops.append(asyncio.create_task(self.glitchtip.run(), name="glitchtip"))
         if self.github is not None:

@@ -36,7 +36,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("start", "This chat's id and yours, for the setup"),
     ("help", "Commands and buttons"),
     ("status", "Stage, kill switch, open incidents, queues"),
-    ("incidents", "Open incidents, newest first"),
+    ("incidents", "Open incidents, most recently active first"),
     ("incident", "/incident <id>: a card with its history"),
     ("mute", "/mute <id> <1h|24h|30m|2d>: silence repeats"),
     ("resolve", "/resolve <id>: mark resolved"),

@@ -98,15 +98,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _mode(settings: Settings) -> str:
     if settings.demo_mode:
         return "local demo (no TELEGRAM_BOT_TOKEN): Telegram is emulated, nothing reaches a real chat"
+    if settings.setup_mode:
+        return ("SETUP MODE (no TELEGRAM_CHAT_ID or TELEGRAM_APPROVERS): only /start and /help are answered; "
+                "send /start in your group, put the two lines it gives in .env, and start again")
     return f"Telegram chat {settings.telegram_chat_id}, stage {settings.rollout_stage}"
 
 
 async def _run_application(settings: Settings) -> None:
     from bot.app import Application
 
-    assert settings.telegram_bot_token is not None and settings.telegram_chat_id is not None
+    assert settings.telegram_bot_token is not None
     app = Application(
-        settings, chat_id=settings.telegram_chat_id, token=settings.telegram_bot_token.get_secret_value(),
+        settings, chat_id=settings.telegram_chat_id or 0, token=settings.telegram_bot_token.get_secret_value(),
         api_base=settings.telegram_api_base,
     )
     await app.run_until_signal()

@@ -231,6 +231,13 @@ class Settings(BaseSettings):
         """No token: run against the built-in Bot API emulator instead of Telegram."""
         return self.telegram_bot_token is None or not self.telegram_bot_token.get_secret_value()
 
+    @property
+    def setup_mode(self) -> bool:
+        """A token but neither TELEGRAM_CHAT_ID nor TELEGRAM_APPROVERS: the first start of a new bot.
+        It answers /start and /help (which tell people these ids) and posts no card; alerts wait in
+        the inbox until it is started with both set."""
+        return not self.demo_mode and self.telegram_chat_id is None and not self.telegram_approvers
+
     def is_approver(self, user_id: int) -> bool:
         return user_id in self.telegram_approvers
 
@@ -369,7 +376,8 @@ def webhook_port_problem(host: str, port: int) -> str | None:
 def check_for_run(settings: Settings) -> None:
     """What `remediator run` needs beyond types: raise SettingsError naming each gap."""
     problems = []
-    if not settings.demo_mode:
+    if not settings.demo_mode and not settings.setup_mode:
+        # Both missing is setup mode (see Settings.setup_mode); one of the two is a mistake.
         if settings.telegram_chat_id is None:
             problems.append(f"  TELEGRAM_CHAT_ID: missing — needs {_HINTS['telegram_chat_id']}")
         if not settings.telegram_approvers:

@@ -74,6 +74,7 @@ async def test_incidents_lists_the_open_ones_newest_first_with_mutes(services: S
     await services.decisions.resolve(ANN, second)
     listing = await run(services, "/incidents")
     assert listing is not None and "second" not in listing
+    assert await command_audit(services) == [("command./incidents", "ok", APPROVER)] * 3
 
 
 async def test_incident_shows_the_card_with_its_history(services: Services):
