@@ -85,10 +85,15 @@ def test_command(
             continue
         for alert in alerts:
             found = pset.evaluate(alert, cat, hosts=hosts)
+            why = pset.why_none(alert, cat) if found is None else None
             if as_json:
-                print(json.dumps(_as_record(case_id, alert, found), ensure_ascii=False), file=out)
+                record = _as_record(case_id, alert, found)
+                if why is not None:
+                    record["why_none"] = why
+                print(json.dumps(record, ensure_ascii=False), file=out)
             else:
-                print(_as_line(case_id, alert, found), file=out)
+                line = _as_line(case_id, alert, found)
+                print(f"{line} ({why})" if why else line, file=out)
     return status
 
 

@@ -532,6 +532,33 @@ class PatternSet:
             if found is not None:
                 yield found
 
+    def why_none(self, alert: Alert, category: Category | str | None = None) -> str:
+        """Why no pattern applies (for `patterns test`): the guard that excluded a recognised error,
+        a condition that did not hold, or that no pattern's regexes recognise the text at all."""
+        cat = Category(category) if category is not None else None
+        reasons = []
+        for pattern in self._patterns:
+            if not pattern.enabled or not pattern.has_action:
+                continue
+            text = pattern.text_of(alert)
+            recognised = bool(text) and (
+                (not pattern.match_any or any(rx.search(text) for rx in pattern.match_any))
+                and all(rx.search(text) for rx in pattern.match_all)
+                and bool(pattern.match_any or pattern.match_all)
+            )
+            if not recognised:
+                continue
+            if not pattern.conditions_hold(alert, cat):
+                reasons.append(f"{pattern.id} recognises it, but its project/environment/server/category "
+                               "conditions do not hold")
+                continue
+            for i, rx in enumerate(pattern.exclude):
+                if rx.search(text):
+                    reasons.append(f"{pattern.id} recognises it, but exclude[{i}] guards against it: "
+                                   f"{rx.pattern[:80]}")
+                    break
+        return "; ".join(reasons) or "no pattern's match regexes recognise this text"
+
     def _try(self, pattern: Pattern, alert: Alert, category: Category | None,
              hosts: frozenset[str]) -> PatternMatch | None:
         if not pattern.conditions_hold(alert, category):
