@@ -376,11 +376,11 @@ def webhook_port_problem(host: str, port: int) -> str | None:
 def check_for_run(settings: Settings) -> None:
     """What `remediator run` needs beyond types: raise SettingsError naming each gap."""
     problems = []
-    if not settings.demo_mode and not settings.setup_mode:
+    if not settings.demo_mode:
         # Both missing is setup mode (see Settings.setup_mode); one of the two is a mistake.
-        if settings.telegram_chat_id is None:
+        if settings.telegram_chat_id is None and not settings.setup_mode:
             problems.append(f"  TELEGRAM_CHAT_ID: missing — needs {_HINTS['telegram_chat_id']}")
-        if not settings.telegram_approvers:
+        if not settings.telegram_approvers and not settings.setup_mode:
             problems.append(f"  TELEGRAM_APPROVERS: missing — needs {_HINTS['telegram_approvers']}")
         if settings.webhook_token is None or len(settings.webhook_token.get_secret_value()) < 16:
             problems.append("  WEBHOOK_TOKEN: missing or shorter than 16 characters — needs "
@@ -402,5 +402,8 @@ def check_for_run(settings: Settings) -> None:
         missing = "GITHUB_TOKEN" if settings.github_repo else "GITHUB_REPO"
         problems.append(f"  {missing}: missing — GitHub issues need both GITHUB_REPO (owner/name) and GITHUB_TOKEN "
                         "(a fine-grained token with Issues: read and write); set both, or neither to leave them off")
+    if problems and settings.setup_mode:
+        problems.append("  (TELEGRAM_CHAT_ID and TELEGRAM_APPROVERS may stay unset for the first start: the bot then "
+                        "starts in setup mode and /start in your group tells you both)")
     if problems:
         raise SettingsError("Invalid settings:\n" + "\n".join(problems))
