@@ -347,6 +347,12 @@ class Application:
         done, pending = await asyncio.wait(self._loops, timeout=SHUTDOWN_GRACE_S) if self._loops else (set(), set())
         for task in pending:
             task.cancel()
+        # The last pipeline batch (an AUTO_FIX approval) or a press handled meanwhile may have started
+        # an action after the first wait: give it the same grace, then cancel what is left before the
+        # database closes (it is reported as interrupted at the next start, never re-run).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.tasks.wait_idle(), SHUTDOWN_GRACE_S)
+        await self.tasks.cancel_all()
         self.pipeline.close()
         with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=False)

@@ -32,6 +32,14 @@ class BackgroundTasks:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    async def cancel_all(self) -> None:
+        """Cancel what is still running (shutdown, after its grace period) and wait until it ended."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def wait_idle(self) -> None:
         """Until nothing is in flight (tasks started meanwhile included)."""
         while self._tasks:

@@ -287,3 +287,19 @@ async def test_a_body_that_cannot_be_decompressed_is_a_400_not_a_500(start_app):
 
 def test_a_link_that_is_not_a_url_gives_no_glitchtip_id() -> None:
     assert glitchtip_ids("http://[::1/issues/1") is None
+
+
+async def test_background_tasks_cancel_what_outlives_the_grace_period() -> None:
+    from bot.background import BackgroundTasks
+
+    tasks = BackgroundTasks()
+    started = asyncio.Event()
+
+    async def endless() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    task = tasks.spawn(endless())
+    await started.wait()
+    await tasks.cancel_all()
+    assert task.cancelled() and len(tasks) == 0
