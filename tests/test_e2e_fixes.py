@@ -103,7 +103,7 @@ async def test_global_rate_limit_refuses_at_start_and_says_why(start_app, tmp_pa
     h = await start_app(rollout_stage=4, patterns_file=fix_file(tmp_path), fix_rate_limit_per_hour=1)
     await h.post("generic", stuck("one"))
     await h.post("generic", stuck("two"))
-    first, second = await h.wait_cards(2)
+    first, second = [await card_for(h, slot) for slot in ("one", "two")]
     await h.press(first.message_id, button(first, "ap:"))
     await h.wait_text(first.message_id, "Done: touch_fix")
     await h.press(second.message_id, button(second, "ap:"))
