@@ -433,17 +433,38 @@ def _not_placeholder(value: str) -> bool:
 
 
 # JSON that went through a URL (%22password%22%3A%22x%22) or a query value (password%3Dx).
-_URL_ENCODED_VALUE = r"(?P<s>(?:[^%\s\"'&<>]|%(?!22|26)[0-9A-Fa-f]{2})++)"
+# Encoded once or twice (%2522 is %22 sent through a second encoder): "%(?:25)?" below.
+_PCT = r"%(?:25){0,2}"
+_URL_ENCODED_VALUE = r"(?P<s>(?:[^%\s\"'&<>]|%(?!(?:25){0,2}(?:22|26))[0-9A-Fa-f]{2})++)"
 _URL_ENCODED_JSON = _Rule(
     re.compile(
-        r"%22[A-Za-z0-9_.-]{0,64}?(?i:" + _KEY_CORE + r")%22(?:%20|\+)*+%3[Aa](?:%20|\+)*+%22" + _URL_ENCODED_VALUE
+        _PCT + r"22[A-Za-z0-9_.-]{0,64}?(?i:" + _KEY_CORE + r")" + _PCT + r"22(?:" + _PCT + r"20|\+)*+"
+        + _PCT + r"3[Aa](?:" + _PCT + r"20|\+)*+" + _PCT + r"22" + _URL_ENCODED_VALUE
     ),
     check=_not_placeholder,
 )
 _URL_ENCODED_QUERY = _Rule(
-    re.compile(r"(?i)(?=[acpst])" + _KEY_CORE + r"%3D" + _URL_ENCODED_VALUE),
+    re.compile(r"(?i)(?=[acpst])" + _KEY_CORE + _PCT + r"3D" + _URL_ENCODED_VALUE),
     check=_not_placeholder,
-    needles=("%3D", "%3d"),
+    needles=("%3D", "%3d", "%253D", "%253d"),
+)
+# key&#61;value: an "=" escaped as an HTML entity (a query string printed into a page or an email).
+_HTML_EQUALS_FIELD = _Rule(
+    re.compile(
+        r"(?i)(?=[acpst])" + _KEY_CORE + r"(?:&#0*61;|&#x0*3d;|&equals;)"
+        r"(?P<s>[^&\s\"'<>]++)"  # a literal "&" ends it: the next parameter (escaped or not)
+    ),
+    check=_not_placeholder,
+    needles=("&#", "&equals;", "&#X"),
+)
+# <password>x</password>, <ns:secretKey attr="1">x</ns:secretKey>: XML config and SOAP faults.
+_XML_ELEMENT = _Rule(
+    re.compile(
+        r"(?i)<(?P<tag>[A-Za-z0-9_.:-]{0,64}?" + _KEY_CORE + r")(?:[ \t][^<>]{0,256})?>"
+        r"(?P<s>[^<]{1,4096}+)</(?P=tag)>"
+    ),
+    check=_not_placeholder,
+    needles=("</",),
 )
 # JSON or attributes that went through an HTML escaper: &quot;password&quot;:&quot;x&quot;
 _HTML_QUOTE = r"&(?:quot;|apos;|#0*3[49];|#[xX]0*2[27];)"
@@ -547,6 +568,19 @@ _CURL_USER = _CommandRule(
     ),
     needles=("curl",),
 )
+# redis-cli -a x (also -a'x'), and sshpass -p x: both read the password from argv.
+_REDIS_CLI_PASSWORD = _CommandRule(
+    re.compile(r"(?P<cmd>(?<![\w-])redis-cli(?![\w-]))" + _LINE_REST),
+    re.compile(_ARG_START + r"-a(?:" + _ARG_GAP + r")?(?:'(?P<s>[^'\r\n]*+)'?|\"(?P<s2>[^\"\r\n]*+)\"?"
+               r"|(?P<s3>[^\s'\"-][^\s'\"]*+))"),
+    needles=("redis-cli",),
+)
+_SSHPASS_PASSWORD = _CommandRule(
+    re.compile(r"(?P<cmd>(?<![\w-])sshpass(?![\w-]))" + _LINE_REST),
+    re.compile(_ARG_START + r"-p(?:" + _ARG_GAP + r")?(?:'(?P<s>[^'\r\n]*+)'?|\"(?P<s2>[^\"\r\n]*+)\"?"
+               r"|(?P<s3>[^\s'\"-][^\s'\"]*+))"),
+    needles=("sshpass",),
+)
 
 
 # ------------------------------------------------------------------------ public API
@@ -587,9 +621,13 @@ class Redactor:
             _URL_ENCODED_JSON,
             _URL_ENCODED_QUERY,
             _HTML_ESCAPED_FIELD,
+            _HTML_EQUALS_FIELD,
+            _XML_ELEMENT,
             _CLI_SECRET_FLAG,
             _MYSQL_PASSWORD,
             _CURL_USER,
+            _REDIS_CLI_PASSWORD,
+            _SSHPASS_PASSWORD,
         )
 
     def redact(self, text: str) -> str:

@@ -478,6 +478,12 @@ HOSTILE_MIB = {
     "curl": _mib("curl -u a:"),
     "short keys": _mib("DB_PASS="),
     "vendor prefixes": _mib("xoxe.hf_SK0key-dop_v1_shpat_"),
+    "xml elements": _mib("<password>x"),
+    "xml attributes": _mib("<password a=b "),
+    "html equals": _mib("password&#61;"),
+    "double-encoded json": _mib("%2522password%2522%253A%2522"),
+    "redis-cli": _mib(" -a", "redis-cli"),
+    "sshpass": _mib(" -p'", "sshpass"),
 }
 
 
