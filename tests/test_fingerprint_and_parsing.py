@@ -281,6 +281,8 @@ def test_generic_unknown_level_is_422_naming_level() -> None:
         ({"title": "x" * 2001}, "title"),
         ({"title": "x", "count": 0}, "count"),
         ({"title": "x", "count": "many"}, "count"),
+        ({"title": "x", "count": True}, "count"),  # a bool is a mistake in the sender, not 1
+        ({"title": "x", "count": 2.5}, "count"),
         ({"title": "x", "project": ["a"]}, "project"),
         ([1, 2], "body"),
         (None, "body"),

@@ -45,6 +45,14 @@ class GenericAlert(BaseModel):
             raise ValueError(f"must be one of {', '.join(LEVELS)}")
         return level
 
+    @field_validator("count", mode="before")
+    @classmethod
+    def _whole_number(cls, value: object) -> object:
+        # pydantic's lax mode reads `true` as 1; a sender that sends a bool has a bug worth hearing about.
+        if isinstance(value, bool):
+            raise ValueError("must be a whole number, not true/false")
+        return value
+
     def stack(self) -> str:
         """The stack trace as one string, cut to STACK_MAX keeping both ends."""
         stack = "\n".join(self.stacktrace) if isinstance(self.stacktrace, list) else (self.stacktrace or "")
