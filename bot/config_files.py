@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidato
 from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from bot.regex_safety import compile_regex
+from bot.regex_safety import BoundedRegex, compile_regex
 
 __all__ = ["ConfigFileError", "Loc", "NonEmptyStr", "Number", "StrictModel", "between", "matching", "parse_model",
            "problem_lines", "raise_problems", "read_toml", "regex"]
@@ -56,9 +56,9 @@ class StrictModel(BaseModel):
 
 
 def regex(flags: int) -> PlainValidator:
-    """Annotate ``re.Pattern[str]`` with this: compiled with ``flags``, refused when unsafe."""
+    """Annotate ``BoundedRegex`` with this: compiled with ``flags``, refused when unsafe."""
 
-    def check(value: object) -> re.Pattern[str]:
+    def check(value: object) -> BoundedRegex:
         if not isinstance(value, str) or not value:
             raise ValueError("must be a non-empty regex string")
         return compile_regex(value, flags)

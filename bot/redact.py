@@ -33,6 +33,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import regex as _regex
+
+from bot.regex_safety import BoundedRegex, RegexTimeout
+
 __all__ = ["MASK", "Redactor", "redact"]
 
 MASK = "[REDACTED]"
@@ -96,7 +100,7 @@ class _Rule:
     "looks random" test plug in without making the regexes clever.
     """
 
-    regex: re.Pattern[str]
+    regex: re.Pattern[str] | BoundedRegex  # bounded: a REDACT_PATTERNS regex
     group: int | str = "s"
     check: Callable[[str], bool] | None = None
     mask_empty: bool = False  # insert a mask even when the secret part is empty
@@ -106,9 +110,14 @@ class _Rule:
     def apply(self, text: str) -> str:
         if self.needles and not any(needle in text for needle in self.needles):
             return text
-        return self.regex.sub(self._replace, text)
+        try:
+            return self.regex.sub(self._replace, text)
+        except RegexTimeout:
+            # An operator regex that gave up may have left its secret in place: losing this text
+            # costs a line of context, showing it could cost a credential.
+            return f"{MASK} (a REDACT_PATTERNS regex gave up on this text of {len(text):,} characters)"
 
-    def _replace(self, m: re.Match[str]) -> str:
+    def _replace(self, m: re.Match[str] | _regex.Match[str]) -> str:
         group = self.group
         if group == "s" and m.group(group) is None and m.lastgroup is not None:
             group = m.lastgroup  # alternatives with a group each (s2, s3: one per quoting style)
@@ -602,8 +611,9 @@ class Redactor:
             if not pattern.strip():
                 continue
             try:
-                regex = re.compile(pattern)
-            except re.error as exc:
+                re.compile(pattern)  # the error messages people know
+                regex = BoundedRegex(_regex.compile(pattern, _regex.V0))
+            except (re.error, _regex.error) as exc:
                 raise ValueError(f"invalid redaction pattern {pattern!r}: {exc}") from exc
             if regex.fullmatch(""):
                 raise ValueError(f"invalid redaction pattern {pattern!r}: it matches the empty string")

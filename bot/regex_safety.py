@@ -12,8 +12,11 @@ is refused when one text can be split between its iterations in several ways:
   (``GET|PUT|POST`` part at their second letter: fine).
 
 Atomic groups and possessive quantifiers never backtrack and are accepted. A conservative
-heuristic, not a proof: polynomial shapes such as ``\w+\w+`` pass, which is why alert text
-is also clipped before matching.
+heuristic, not a proof: polynomial shapes such as ``x.*y.*z`` pass. So the regexes that pass
+are compiled with the ``regex`` package and run as :class:`BoundedRegex`: each search gives up
+after ``MATCH_TIMEOUT_S`` (raising :class:`RegexTimeout`, which the rules and the allow-list
+treat as "this rule does not apply", never as "no exclusion") and lets other threads run while
+it works, so one slow match can neither stall the event loop nor outlive its row's budget.
 """
 
 from __future__ import annotations
@@ -21,11 +24,82 @@ from __future__ import annotations
 import functools
 import importlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
-__all__ = ["compile_regex", "regex_problem"]
+import regex as _regex
+
+__all__ = ["MATCH_TIMEOUT_S", "BoundedRegex", "RegexMatch", "RegexTimeout", "compile_regex", "regex_problem"]
+
+#: How long one operator-written regex may search one text. The linear ones the check lets
+#: through take milliseconds on the longest text they are given (64 KB); a polynomial one that
+#: slipped past the check gives up here instead of running for minutes.
+MATCH_TIMEOUT_S = 0.25
+RegexMatch = _regex.Match[str]
+
+
+class RegexTimeout(Exception):
+    """An operator-written regex gave up on a text: the rule using it must not apply."""
+
+
+class BoundedRegex:
+    """A compiled operator regex whose every search gives up after `timeout` seconds.
+
+    The same surface the rules and the allow-list use from ``re.Pattern`` (``pattern``,
+    ``groupindex``, ``groups``, ``search``, ``fullmatch``, ``sub``); the matching runs with
+    the GIL released (``concurrent=True``), so the event loop keeps serving meanwhile.
+    """
+
+    __slots__ = ("_compiled", "flags", "timeout")
+
+    def __init__(self, compiled: _regex.Pattern[str], flags: int = 0, timeout: float = MATCH_TIMEOUT_S) -> None:
+        self._compiled = compiled
+        self.flags = flags  # as given, in `re`'s terms (what `regex_problem` judges)
+        self.timeout = timeout
+
+    @property
+    def pattern(self) -> str:
+        return self._compiled.pattern
+
+    @property
+    def groupindex(self) -> Mapping[str, int]:
+        return self._compiled.groupindex
+
+    @property
+    def groups(self) -> int:
+        return self._compiled.groups
+
+    def search(self, text: str, pos: int = 0) -> RegexMatch | None:
+        try:
+            return self._compiled.search(text, pos, concurrent=True, timeout=self.timeout)
+        except TimeoutError as exc:
+            raise self._gave_up(len(text)) from exc
+
+    def fullmatch(self, text: str) -> RegexMatch | None:
+        try:
+            return self._compiled.fullmatch(text, concurrent=True, timeout=self.timeout)
+        except TimeoutError as exc:
+            raise self._gave_up(len(text)) from exc
+
+    def sub(self, repl: Callable[[RegexMatch], str], text: str) -> str:
+        try:
+            return self._compiled.sub(repl, text, concurrent=True, timeout=self.timeout)
+        except TimeoutError as exc:
+            raise self._gave_up(len(text)) from exc
+
+    def _gave_up(self, length: int) -> RegexTimeout:
+        return RegexTimeout(f"regex {self.pattern[:80]!r} gave up after {self.timeout:g} s "
+                            f"on {length:,} characters")
+
+    def __repr__(self) -> str:
+        return f"BoundedRegex({self.pattern!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BoundedRegex) and self._compiled == other._compiled
+
+    def __hash__(self) -> int:
+        return hash(self._compiled)
 
 # Python's own regex parser. Private but stable since 3.11; imported by name because the
 # type stubs do not describe it.
@@ -58,12 +132,18 @@ def regex_problem(pattern: str, flags: int = 0) -> str | None:
     return f"{reason}: {pattern!r}" if reason else None
 
 
-def compile_regex(pattern: str, flags: int = 0) -> re.Pattern[str]:
-    """``re.compile`` for operator-written regexes; ValueError saying why when refused."""
+def compile_regex(pattern: str, flags: int = 0) -> BoundedRegex:
+    """Compile an operator-written regex, bounded in time; ValueError saying why when refused.
+
+    Judged as Python's ``re`` reads it, then compiled by ``regex`` in its ``re``-compatible
+    mode (V0; ``re``'s flag values are ``regex``'s)."""
     problem = regex_problem(pattern, flags)
     if problem:
         raise ValueError(problem)
-    return re.compile(pattern, flags)
+    try:
+        return BoundedRegex(_regex.compile(pattern, flags | _regex.V0), flags)
+    except _regex.error as exc:  # the rare pattern `re` takes and `regex` reads otherwise
+        raise ValueError(f"invalid regex {pattern!r}: {exc}") from exc
 
 
 Items = Sequence[tuple[Any, Any]]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import shlex
@@ -55,6 +56,7 @@ from bot.config_files import (
     regex,
 )
 from bot.models import Alert, Category
+from bot.regex_safety import BoundedRegex, RegexMatch, RegexTimeout
 
 __all__ = [
     "ACTIONABLE_CATEGORIES",
@@ -105,6 +107,7 @@ _WRAPPERS = frozenset(
     {"sudo", "doas", "env", "nice", "nohup", "ionice", "setsid", "stdbuf", "timeout", "chrt",
      "runuser", "unbuffer", "time", "flock"}
 )
+log = logging.getLogger(__name__)
 _ID_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _TEMPLATE_RE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
@@ -234,7 +237,7 @@ class Placeholder:
     alert_field: str | None = None
     setting: str | None = None
     default: str | None = None
-    validate: re.Pattern[str] | None = None
+    validate: BoundedRegex | None = None
     mapping: Mapping[str, str] = field(default_factory=dict)
     grammar: Grammar | None = None
 
@@ -283,9 +286,9 @@ class Pattern:
     id: str
     description: str
     category: Category
-    match_any: tuple[re.Pattern[str], ...] = ()
-    match_all: tuple[re.Pattern[str], ...] = ()
-    exclude: tuple[re.Pattern[str], ...] = ()
+    match_any: tuple[BoundedRegex, ...] = ()
+    match_all: tuple[BoundedRegex, ...] = ()
+    exclude: tuple[BoundedRegex, ...] = ()
     fields: tuple[str, ...] = TEXT_FIELDS
     steps: tuple[tuple[str, ...], ...] = ()  # argv templates, run in order
     verify: tuple[str, ...] | None = None
@@ -528,7 +531,11 @@ class PatternSet:
         for pattern in self._patterns:
             if not pattern.enabled or not pattern.has_action:
                 continue
-            found = self._try(pattern, alert, cat, keys)
+            try:
+                found = self._try(pattern, alert, cat, keys)
+            except RegexTimeout as exc:  # a regex that gave up cannot vouch for a command: no proposal
+                log.warning("pattern %s skipped for this alert: %s", pattern.id, exc)
+                continue
             if found is not None:
                 yield found
 
@@ -540,24 +547,32 @@ class PatternSet:
         for pattern in self._patterns:
             if not pattern.enabled or not pattern.has_action:
                 continue
-            text = pattern.text_of(alert)
-            recognised = bool(text) and (
-                (not pattern.match_any or any(rx.search(text) for rx in pattern.match_any))
-                and all(rx.search(text) for rx in pattern.match_all)
-                and bool(pattern.match_any or pattern.match_all)
-            )
-            if not recognised:
-                continue
-            if not pattern.conditions_hold(alert, cat):
-                reasons.append(f"{pattern.id} recognises it, but its project/environment/server/category "
-                               "conditions do not hold")
-                continue
-            for i, rx in enumerate(pattern.exclude):
-                if rx.search(text):
-                    reasons.append(f"{pattern.id} recognises it, but exclude[{i}] guards against it: "
-                                   f"{rx.pattern[:80]}")
-                    break
+            try:
+                reason = self._why_not(pattern, alert, cat)
+            except RegexTimeout as exc:
+                reason = f"{pattern.id}: {exc}, so it does not apply"
+            if reason:
+                reasons.append(reason)
         return "; ".join(reasons) or "no pattern's match regexes recognise this text"
+
+    @staticmethod
+    def _why_not(pattern: Pattern, alert: Alert, cat: Category | None) -> str | None:
+        """Why a pattern that recognises the alert does not apply to it (None: it does not recognise it)."""
+        text = pattern.text_of(alert)
+        recognised = bool(text) and (
+            (not pattern.match_any or any(rx.search(text) for rx in pattern.match_any))
+            and all(rx.search(text) for rx in pattern.match_all)
+            and bool(pattern.match_any or pattern.match_all)
+        )
+        if not recognised:
+            return None
+        if not pattern.conditions_hold(alert, cat):
+            return (f"{pattern.id} recognises it, but its project/environment/server/category "
+                    "conditions do not hold")
+        for i, rx in enumerate(pattern.exclude):
+            if rx.search(text):
+                return f"{pattern.id} recognises it, but exclude[{i}] guards against it: {rx.pattern[:80]}"
+        return None
 
     def _try(self, pattern: Pattern, alert: Alert, category: Category | None,
              hosts: frozenset[str]) -> PatternMatch | None:
@@ -566,7 +581,7 @@ class PatternSet:
         text = pattern.text_of(alert)
         if not text:
             return None
-        hits: list[re.Match[str]] = []
+        hits: list[RegexMatch] = []
         if pattern.match_any:
             hits = [m for rx in pattern.match_any if (m := rx.search(text))]
             if not hits:
@@ -690,7 +705,7 @@ _ARGV_EXAMPLE = '["systemctl", "restart", "redis-server"]'
 Argv = Annotated[list[str], BeforeValidator(_not_a_shell_string), Field(min_length=1), AfterValidator(_runnable)]
 _ARGV: TypeAdapter[list[str]] = TypeAdapter(Argv)
 Steps = Annotated[list[Argv], Field(min_length=1, max_length=MAX_STEPS), WrapValidator(_one_or_more_steps)]
-Regex = Annotated[re.Pattern[str], regex(REGEX_FLAGS)]
+Regex = Annotated[BoundedRegex, regex(REGEX_FLAGS)]
 Name = Annotated[str, matching(_NAME_RE, "a name must be letters, digits and '_'")]
 EnvName = Annotated[Name, AfterValidator(_harmless_env)]
 PatternId = Annotated[str, matching(_ID_RE, "a pattern id must be lowercase letters, digits and '_', starting with a letter")]
@@ -728,7 +743,7 @@ class PlaceholderModel(StrictModel):
     alert: AlertField | None = None
     setting: Text | None = None
     default: Text | None = None
-    validate_: Annotated[Annotated[re.Pattern[str], regex(0)] | None, Field(alias="validate")] = None
+    validate_: Annotated[Annotated[BoundedRegex, regex(0)] | None, Field(alias="validate")] = None
     grammar: Grammar | None = None
     map: dict[str, str] = {}
 

@@ -17,6 +17,7 @@ size first, and values copied into the cause are redacted, then flattened to one
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,9 +41,11 @@ from bot.config_files import (
 )
 from bot.models import Alert, Category, Owner, Priority, Triage
 from bot.redact import MASK, redact
+from bot.regex_safety import BoundedRegex, RegexMatch, RegexTimeout
 
 __all__ = ["OwnerLookup", "Rule", "RuleSet", "RulesError"]
 
+log = logging.getLogger(__name__)
 REGEX_FLAGS = re.IGNORECASE | re.MULTILINE
 #: Bounds on how much alert text the regexes see (keeps matching cost flat on huge input).
 #: Node traces put the error first, Python tracebacks put it last: keep both ends.
@@ -81,23 +84,30 @@ class Rule:
     """One rule: if any `match` regex hits, every `require` hits and no `exclude` hits."""
 
     id: str
-    match: tuple[re.Pattern[str], ...]
+    match: tuple[BoundedRegex, ...]
     category: Category
     priority: Priority
     cause: str
     tags: tuple[str, ...] = ()
-    exclude: tuple[re.Pattern[str], ...] = ()
-    require: tuple[re.Pattern[str], ...] = ()
+    exclude: tuple[BoundedRegex, ...] = ()
+    require: tuple[BoundedRegex, ...] = ()
     fallback: bool = False
     #: per `match` regex, a literal it cannot match without (lower-cased), or None
     needles: tuple[str | None, ...] = ()
 
-    def search(self, text: str, full: str, folded: str | None = None) -> re.Match[str] | None:
+    def search(self, text: str, full: str, folded: str | None = None) -> RegexMatch | None:
         """First `match` hit in `text`; `require`/`exclude` are checked on the `full` text.
 
         `folded` is `fold(full)`: when given, a regex whose required literal is absent
         from it is skipped without running (same result, much cheaper on long text).
         """
+        try:
+            return self._search(text, full, folded)
+        except RegexTimeout as exc:  # a slow regex makes its rule not apply, never the triage fail
+            log.warning("triage rule %s skipped for this alert: %s", self.id, exc)
+            return None
+
+    def _search(self, text: str, full: str, folded: str | None) -> RegexMatch | None:
         hit = None
         for i, rx in enumerate(self.match):
             needle = self.needles[i] if i < len(self.needles) else None
@@ -114,12 +124,12 @@ class Rule:
             return None
         return hit
 
-    def render_cause(self, hit: re.Match[str] | None) -> str:
+    def render_cause(self, hit: RegexMatch | None) -> str:
         return render_cause(self.cause, hit)
 
 
 # ----------------------------------------------------------------- the file, as models
-Regex = Annotated[re.Pattern[str], regex(REGEX_FLAGS)]
+Regex = Annotated[BoundedRegex, regex(REGEX_FLAGS)]
 Steps = Annotated[StrictInt, between(-3, 3)]
 
 
@@ -250,7 +260,7 @@ class RuleSet:
         return cls([r.to_rule() for r in model.rule], model.fallback, model.modifiers, kinds, source)
 
     # ------------------------------------------------------------------ triage
-    def match(self, alert: Alert) -> tuple[Rule, re.Match[str]] | None:
+    def match(self, alert: Alert) -> tuple[Rule, RegexMatch] | None:
         """The rule that decides this alert, with its regex match, or None.
 
         Order: normal rules on the headline (title + message), then normal rules on the
@@ -337,7 +347,7 @@ class RuleSet:
 
 
 # ---------------------------------------------------------------------- helpers
-def render_cause(template: str, hit: re.Match[str] | None) -> str:
+def render_cause(template: str, hit: RegexMatch | None) -> str:
     """Fill {name} / {name|default} from the match's named groups; never raises.
 
     Values are redacted first, then flattened to one line and shortened: a cut never
@@ -354,7 +364,7 @@ def render_cause(template: str, hit: re.Match[str] | None) -> str:
     return _clean(_PLACEHOLDER_RE.sub(fill, template), 300)
 
 
-def _redacted_group(hit: re.Match[str] | None, name: str) -> str:
+def _redacted_group(hit: RegexMatch | None, name: str) -> str:
     """A named group's value with its secrets masked, judged in the context of its line.
 
     Alone, ``default:S3cret@redis:6379`` carries no shape a redactor knows; with the
@@ -459,7 +469,7 @@ def _affected_users(alert: Alert) -> str | None:
     return None
 
 
-def _placeholder_problems(cause: str, match: Sequence[re.Pattern[str]]) -> list[tuple[Loc, str]]:
+def _placeholder_problems(cause: str, match: Sequence[BoundedRegex]) -> list[tuple[Loc, str]]:
     """A placeholder without a default must be a named group in EVERY match regex."""
     stripped = _PLACEHOLDER_RE.sub("", cause)
     if "{" in stripped or "}" in stripped:
