@@ -19,6 +19,16 @@ MESSAGE_PRIORITY = 1
 
 
 @dataclass(frozen=True)
+class OutboxFile:
+    """A photo or document queued with its row (payload["file"] names it, payload["text"] is its
+    caption; the bytes live here)."""
+
+    kind: str  # photo | document
+    filename: str
+    content: bytes
+
+
+@dataclass(frozen=True)
 class OutboxItem:
     id: int
     chat_id: int
@@ -52,6 +62,26 @@ class OutboxRepository:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (chat_id, kind, incident_id, message_id, reply_to, json.dumps(payload), now_db(), priority),
         )
+
+    async def add_file(
+        self, chat_id: int, payload: dict[str, Any], *, kind: str, filename: str, content: bytes,
+        reply_to: int | None = None, priority: int = MESSAGE_PRIORITY,
+    ) -> int:
+        """Queue a photo or document: the row and its bytes in the caller's transaction."""
+        outbox_id = await self.add(
+            chat_id, {**payload, "file": {"kind": kind, "filename": filename}}, reply_to=reply_to, priority=priority
+        )
+        await self.db.execute(
+            "INSERT INTO outbox_files (outbox_id, kind, filename, content) VALUES (?, ?, ?, ?)",
+            (outbox_id, kind, filename, content),
+        )
+        return outbox_id
+
+    async def file(self, outbox_id: int) -> OutboxFile | None:
+        """The bytes to upload for a row; read only when it is sent, so the queue scans stay small."""
+        row = await self.db.fetchone("SELECT kind, filename, content FROM outbox_files WHERE outbox_id = ?",
+                                     (outbox_id,))
+        return None if row is None else OutboxFile(row["kind"], row["filename"], bytes(row["content"]))
 
     async def put_card(
         self, chat_id: int, incident_id: int, payload: dict[str, Any], has_message: bool, priority: int = 3
@@ -113,6 +143,9 @@ class OutboxRepository:
                 "UPDATE outbox SET kind = CASE WHEN incident_id IS NULL THEN kind ELSE 'edit' END WHERE id = ?",
                 (item.id,),
             )
+        elif "file" in item.payload:
+            # Telegram keeps the file now; the copy here only made the upload survive a crash.
+            await self.db.execute("DELETE FROM outbox_files WHERE outbox_id = ?", (item.id,))
         return changed == 1
 
     async def note_failure(self, item_id: int, error: str) -> None:

@@ -6,7 +6,8 @@ Rules (see ARCHITECTURE.md, "Telegram rules worth knowing"):
   global cap; a 429 blocks that chat for exactly the time Telegram asks;
 - 5xx and network errors back off and retry forever (an outage delays, never drops);
 - "message is not modified" is success; "can't parse entities" resends as plain text;
-- an edit whose message is gone becomes a new card; other 4xx are parked after a few tries.
+- an edit whose message is gone becomes a new card; other 4xx are parked after a few tries;
+- photos and documents are uploaded from the bytes stored with their row (storage/outbox.py).
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from aiogram.exceptions import (
     ClientDecodeError,
     TelegramAPIError,
     TelegramBadRequest,
+    TelegramEntityTooLarge,
     TelegramMigrateToChat,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
+from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
 
 from bot.telegram.sent_journal import SentJournal
 from bot.worker import WakeableLoop
@@ -154,6 +156,9 @@ class OutboxSender(WakeableLoop):
         try:
             message_id = await self._call(item, item.payload.get("parse_mode"))
             self._journal(item, message_id)
+        except TelegramEntityTooLarge as exc:  # a network error to aiogram, but retrying cannot help
+            await self._permanent_failure(item, exc)
+            return
         except TelegramRetryAfter as exc:
             log.warning("Telegram asks to wait %ss (chat %s)", exc.retry_after, item.chat_id)
             self._pace[item.chat_id].next_at = time.monotonic() + exc.retry_after
@@ -230,6 +235,8 @@ class OutboxSender(WakeableLoop):
 
     async def _call(self, item: OutboxItem, parse_mode: str | None) -> int | None:
         payload: dict[str, Any] = item.payload
+        if "file" in payload:
+            return (await self._send_file(item, parse_mode)).message_id
         text = payload["text"] if parse_mode else plain_text(payload["text"])
         markup = keyboard(payload.get("buttons"))
         if item.kind == "edit" and item.message_id is not None:
@@ -245,6 +252,26 @@ class OutboxSender(WakeableLoop):
             if item.reply_to else None,
         )
         return message.message_id
+
+    async def _send_file(self, item: OutboxItem, parse_mode: str | None) -> Message:
+        """Upload a queued photo or document (bytes from the outbox), its caption as HTML or plain."""
+        stored = await OutboxRepository(self.db).file(item.id)
+        if stored is None:
+            raise LookupError(f"outbox #{item.id}: the file to send is missing")
+        payload = item.payload
+        caption = payload.get("text") or None  # the caption, stored as a message's text is
+        if caption is not None and not parse_mode:
+            caption = plain_text(caption)
+        upload = BufferedInputFile(stored.content, filename=stored.filename)
+        common: dict[str, Any] = {
+            "chat_id": item.chat_id, "caption": caption, "parse_mode": parse_mode if caption else None,
+            "reply_markup": keyboard(payload.get("buttons")), "disable_notification": bool(payload.get("silent")),
+            "reply_parameters": ReplyParameters(message_id=item.reply_to, allow_sending_without_reply=True)
+            if item.reply_to else None,
+        }
+        if stored.kind == "photo":
+            return await self.bot.send_photo(photo=upload, **common)
+        return await self.bot.send_document(document=upload, **common)
 
     def _journal(self, item: OutboxItem, message_id: int | None) -> None:
         self._delivered[item.id] = (item.version, message_id)

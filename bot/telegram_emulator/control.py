@@ -8,6 +8,7 @@ public emulator method, so both ways behave the same:
 ``GET  /_emulator/state``    :meth:`~BotAPIEmulator.snapshot`
 ``GET  /_emulator/calls``    recorded calls; ``?since=N&method=M``
 ``GET  /_emulator/answer``   wait for a query's answer; ``?id=Q&timeout=S``
+``GET  /_emulator/file``     a photo's or document's bytes; ``?chat_id=C&message_id=M``
 ``POST /_emulator/message``  a user writes: ``{chat_id, user_id, text}``
 ``POST /_emulator/press``    a user presses: ``{chat_id, message_id, user_id, data}``
 ``POST /_emulator/fail``     queue a fault: ``{method, status, times, retry_after}``
@@ -32,6 +33,7 @@ def add_control_routes(app: web.Application, emulator: BotAPIEmulator) -> None:
     app.router.add_get("/_emulator/state", control.state)
     app.router.add_get("/_emulator/calls", control.calls)
     app.router.add_get("/_emulator/answer", control.answer)
+    app.router.add_get("/_emulator/file", control.file)
     app.router.add_post("/_emulator/message", control.message)
     app.router.add_post("/_emulator/press", control.press)
     app.router.add_post("/_emulator/fail", control.fail)
@@ -72,6 +74,20 @@ class _ControlAPI:
         except TimeoutError as err:
             return _error(str(err), 408)
         return web.json_response(answer)
+
+    async def file(self, request: web.Request) -> web.Response:
+        """``?chat_id=C&message_id=M``: the bytes of that message's photo or document (404 if it has none)."""
+        try:
+            msg = self._emu.message(int(request.query["chat_id"]), int(request.query["message_id"]))
+        except (KeyError, ValueError):
+            return _error("no such message", 404)
+        if msg.media is None:
+            return _error("the message has no photo or document", 404)
+        return web.Response(
+            body=msg.media.content,
+            content_type=msg.media.mime_type,
+            headers={"Content-Disposition": f'attachment; filename="{msg.media.file_name.replace(chr(34), "")}"'},
+        )
 
     async def message(self, request: web.Request) -> web.Response:
         body = await _json_body(request)

@@ -9,13 +9,15 @@ add it here and to the table in :meth:`BotMethods.__init__`.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from .changes import ChangeSignal, EventFeed
 from .errors import ApiError, bad_request
-from .models import EmulatorEvent, StoredMessage
+from .media import check_document, mime_type, photo_size, render_caption, uploaded_file
+from .models import EmulatorEvent, StoredFile, StoredMessage
 from .polling import UpdatePoller
 from .state import ChatState, commands_key
 from .validation import (
@@ -62,12 +64,15 @@ class BotMethods:
         self._signal = signal
         self._settings = settings
         self._clock = clock
+        self._file_numbers = itertools.count(1)
         self._handlers: dict[str, MethodHandler] = {
             "getMe": self.get_me,
             "deleteWebhook": poller.delete_webhook,
             "getWebhookInfo": poller.get_webhook_info,
             "getUpdates": poller.get_updates,
             "sendMessage": self.send_message,
+            "sendPhoto": self.send_photo,
+            "sendDocument": self.send_document,
             "editMessageText": self.edit_message_text,
             "editMessageReplyMarkup": self.edit_message_reply_markup,
             "deleteMessage": self.delete_message,
@@ -129,6 +134,61 @@ class BotMethods:
         )
         return self._state.message_api(msg)
 
+    async def send_photo(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A photo (PNG or JPEG) with an optional caption; Telegram's size and dimension limits apply."""
+        chat_id = chat_id_of(params, self._state)
+        upload = uploaded_file(params, "photo")
+        width, height = photo_size(upload)
+        return self._send_file(chat_id, params, self._stored_file("photo", upload.filename, upload.content,
+                                                                   width, height))
+
+    async def send_document(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Any file up to 50 MB, with an optional caption."""
+        chat_id = chat_id_of(params, self._state)
+        upload = uploaded_file(params, "document")
+        check_document(upload)
+        return self._send_file(chat_id, params, self._stored_file("document", upload.filename, upload.content))
+
+    def _stored_file(
+        self, kind: Literal["photo", "document"], filename: str, content: bytes, width: int = 0, height: int = 0
+    ) -> StoredFile:
+        number = next(self._file_numbers)
+        return StoredFile(kind=kind, file_id=f"emu-{kind}-{number}", file_unique_id=f"emu{number}",
+                          file_name=filename, mime_type=mime_type(filename), content=content, width=width,
+                          height=height)
+
+    def _send_file(self, chat_id: int, params: dict[str, Any], media: StoredFile) -> dict[str, Any]:
+        """Store a photo or document message; its caption is its text, as a user sees it."""
+        caption, plain, entities = render_caption(params, strict_html=self._settings.strict_html)
+        markup = reply_markup_of(params)
+        reply_to = self._reply_target(chat_id, params)
+        parse_mode = params.get("parse_mode") or None
+        msg = self._state.store(
+            chat_id,
+            sender=self._state.bot_user(),
+            text=caption,
+            plain_text=plain,
+            parse_mode=parse_mode,
+            entities=entities,
+            reply_markup=markup,
+            from_bot=True,
+            reply_to_message_id=reply_to,
+            media=media,
+        )
+        self._feed.emit(
+            EmulatorEvent(
+                kind="new",
+                chat_id=chat_id,
+                message_id=msg.message_id,
+                text=caption,
+                plain_text=plain,
+                parse_mode=parse_mode,
+                reply_markup=markup,
+                attachment=f"{media.kind} {media.file_name}, {max(1, round(media.file_size / 1024))} KB",
+            )
+        )
+        return self._state.message_api(msg)
+
     def _reply_target(self, chat_id: int, params: dict[str, Any]) -> int | None:
         """The message being replied to (old-style parameter or ``reply_parameters``)."""
         reply_to = params.get("reply_to_message_id")
@@ -146,6 +206,8 @@ class BotMethods:
     async def edit_message_text(self, params: dict[str, Any]) -> dict[str, Any]:
         rendered = render_text(params, strict_html=self._settings.strict_html)
         msg = editable_message(params, self._state)
+        if msg.media is not None:
+            raise bad_request("there is no text in the message to edit")
         # Like Telegram: an edit without reply_markup removes the inline keyboard.
         markup = reply_markup_of(params)
         if rendered.plain == msg.plain_text and rendered.entities == msg.entities and markup == msg.reply_markup:

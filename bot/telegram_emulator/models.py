@@ -39,6 +39,8 @@ class StoredMessage:
     edit_date: int | None = None
     history: list[str] = field(default_factory=list)
     deleted: bool = False
+    #: a photo or document message: ``text``/``plain_text`` hold its caption ("" when none)
+    media: StoredFile | None = None
 
     @property
     def buttons(self) -> list[list[dict[str, Any]]]:
@@ -67,10 +69,17 @@ class StoredMessage:
             "from": self.sender,
             "chat": self.chat,
             "date": self.date,
-            "text": self.plain_text,
         }
-        if self.entities:
-            msg["entities"] = self.entities
+        if self.media is None:
+            msg["text"] = self.plain_text
+            if self.entities:
+                msg["entities"] = self.entities
+        else:
+            msg.update(self.media.to_api())
+            if self.plain_text:
+                msg["caption"] = self.plain_text
+            if self.entities:
+                msg["caption_entities"] = self.entities
         if self.edit_date is not None:
             msg["edit_date"] = self.edit_date
         if self.reply_markup and "inline_keyboard" in self.reply_markup:
@@ -80,8 +89,52 @@ class StoredMessage:
         return msg
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready state for the HTTP control API."""
-        return asdict(self)
+        """JSON-ready state for the HTTP control API (a file's bytes are fetched apart: ``/_emulator/file``)."""
+        state = asdict(self)
+        if self.media is not None:
+            state["media"] = self.media.to_dict()
+        return state
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """A file part of a multipart request, as the bot uploaded it."""
+
+    filename: str
+    content: bytes = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"<file {self.filename}>"
+
+
+@dataclass
+class StoredFile:
+    """The photo or document of a message: what Telegram keeps, bytes included (for tests)."""
+
+    kind: Literal["photo", "document"]
+    file_id: str
+    file_unique_id: str
+    file_name: str
+    mime_type: str
+    content: bytes = field(repr=False)
+    width: int = 0  # photos only
+    height: int = 0
+
+    @property
+    def file_size(self) -> int:
+        return len(self.content)
+
+    def to_api(self) -> dict[str, Any]:
+        """The ``photo`` (sizes, largest last) or ``document`` field of a Bot API ``Message``."""
+        ids = {"file_id": self.file_id, "file_unique_id": self.file_unique_id, "file_size": self.file_size}
+        if self.kind == "photo":
+            return {"photo": [{**ids, "width": self.width, "height": self.height}]}
+        return {"document": {**ids, "file_name": self.file_name, "mime_type": self.mime_type}}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, without the bytes."""
+        return {"kind": self.kind, "file_id": self.file_id, "file_name": self.file_name, "mime_type": self.mime_type,
+                "file_size": self.file_size, "width": self.width, "height": self.height}
 
 
 @dataclass(frozen=True)
@@ -126,6 +179,7 @@ class EmulatorEvent:
     button_text: str | None = None
     callback_query_id: str | None = None
     show_alert: bool = False
+    attachment: str | None = None  # a new photo or document: "photo chart.png, 41 KB"
     time: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:

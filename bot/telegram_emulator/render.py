@@ -34,7 +34,8 @@ def _body(event: EmulatorEvent) -> list[str]:
         text = strip_html(event.text)
     else:
         text = event.text or ""
-    return [*text.splitlines(), *format_buttons(event.reply_markup)]
+    attachment = [f"📎 {event.attachment}"] if event.attachment else []
+    return [*attachment, *text.splitlines(), *format_buttons(event.reply_markup)]
 
 
 def format_event(event: EmulatorEvent, label: str | None = None) -> str:

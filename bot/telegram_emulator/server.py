@@ -26,6 +26,7 @@ from aiohttp import web
 from .changes import ChangeSignal, EventFeed
 from .control import add_control_routes
 from .faults import FaultInjector
+from .media import MAX_REQUEST_BYTES
 from .methods import BotMethods
 from .models import ApiCall, EmulatorEvent, StoredMessage
 from .polling import UpdatePoller
@@ -94,7 +95,7 @@ class BotAPIEmulator:
         if self._runner is not None:
             raise RuntimeError("emulator already started")
         self._poller.closing = False
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)  # documents up to Telegram's 50 MB
         app.router.add_route("*", "/bot{token}/{method}", self._transport.handle)
         add_control_routes(app, self)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)

@@ -20,7 +20,7 @@ from .changes import ChangeSignal
 from .errors import ApiError, bad_request
 from .faults import FaultInjector
 from .methods import BotMethods
-from .models import ApiCall
+from .models import ApiCall, UploadedFile
 from .state import ChatState
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class BotApiTransport:
         self._calls.append(
             ApiCall(
                 method=method,
-                params=params,
+                params=_recorded(params),
                 token=token,
                 time=received,
                 duration=time.monotonic() - started,
@@ -149,10 +149,25 @@ async def read_params(request: web.Request) -> dict[str, Any]:
                 raise bad_request("JSON request body must be an object")
             raw.update(body)
         else:
-            form = await request.post()
+            try:
+                form = await request.post()
+            except web.HTTPRequestEntityTooLarge:
+                raise ApiError(413, "Request Entity Too Large") from None
             for key, value in form.items():
-                raw[key] = value if isinstance(value, str) else f"<file {getattr(value, 'filename', key)}>"
+                raw[key] = value if isinstance(value, str) else _uploaded(key, value)
     return {key: _coerce(key, value) for key, value in raw.items()}
+
+
+def _uploaded(key: str, part: Any) -> UploadedFile:
+    """A multipart file part, read whole (the methods check its size and kind as Telegram does)."""
+    filename = getattr(part, "filename", None) or key
+    stream = getattr(part, "file", None)
+    return UploadedFile(filename, stream.read() if stream is not None else bytes(part))
+
+
+def _recorded(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as the call log keeps them: an uploaded file by its name, not its bytes."""
+    return {key: str(value) if isinstance(value, UploadedFile) else value for key, value in params.items()}
 
 
 def _coerce(key: str, value: Any) -> Any:
