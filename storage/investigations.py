@@ -28,6 +28,8 @@ class Investigation:
     requested_at: datetime | None
     report_html: str | None
     error: str | None
+    report_markdown: str | None = None  # the full report (redacted): the chat's document, a GitHub issue body
+    report_json: str | None = None  # the structured report (bot/investigate/model.py InvestigationReport)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ def _investigation(row: Row) -> Investigation:
         id=row["id"], incident_id=row["incident_id"], state=row["state"], requested_by=row["requested_by"],
         requested_id=row["requested_id"], via=row["via"], requested_at=from_db(row["requested_at"]),
         report_html=row["report_html"], error=row["error"],
+        report_markdown=row["report_markdown"], report_json=row["report_json"],
     )
 
 
@@ -105,11 +108,23 @@ class InvestigationRepository:
             (now_db(), investigation_id),
         ) == 1
 
-    async def finish(self, investigation_id: int, report_html: str) -> bool:
+    async def finish(self, investigation_id: int, report_html: str, report_markdown: str | None = None,
+                     report_json: str | None = None) -> bool:
+        """running → done with its reports (all redacted by the caller)."""
         return await self.db.execute(
-            "UPDATE investigations SET state = 'done', finished_at = ?, report_html = ? WHERE id = ? AND state = 'running'",
-            (now_db(), report_html, investigation_id),
+            "UPDATE investigations SET state = 'done', finished_at = ?, report_html = ?, report_markdown = ?, "
+            "report_json = ? WHERE id = ? AND state = 'running'",
+            (now_db(), report_html, report_markdown, report_json, investigation_id),
         ) == 1
+
+    async def latest_report_markdown(self, incident_id: int) -> str | None:
+        """The newest finished investigation's full Markdown report for this incident (stored redacted)."""
+        row = await self.db.fetchone(
+            "SELECT report_markdown FROM investigations WHERE incident_id = ? AND state = 'done' "
+            "AND report_markdown IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (incident_id,),
+        )
+        return str(row["report_markdown"]) if row else None
 
     async def fail(self, investigation_id: int, error: str) -> bool:
         return await self.db.execute(

@@ -15,6 +15,7 @@ from bot.investigate.frames import RepoFiles, StackFrame, map_frames, parse_stac
 from bot.investigate.service import Investigator
 from bot.models import utcnow
 from storage.investigations import InvestigationRepository
+from storage.outbox import OutboxRepository
 from tests.conftest import ANN, APPROVER, APPROVER_2, CHAT_ID
 
 # -- frames → files ---------------------------------------------------------------------------------
@@ -139,17 +140,22 @@ async def test_press_investigate_replies_with_code_history_suspect_and_a_similar
     report = await h.emu.wait_for(lambda: next(
         (m for m in h.emu.messages(CHAT_ID) if m.from_bot and "Investigation of #2" in m.plain_text), None), 15)
     assert report.reply_to_message_id == card.message_id
-    text = report.plain_text
-    assert "src/shop/orders.py:3 in total" in text
+    # The reply: a short summary (the suspect place and commit, the confidence) and the full report attached.
+    summary = report.plain_text
+    assert f"src/shop/orders.py:3 · commit {_bob_sha(app_repo)}" in summary
+    assert "Confidence: medium · no AI" in summary and "No AI analysis was made" in summary
+    assert report.media is not None and report.media.file_name == "investigation-2-1.md"
+    text = report.media.content.decode()
+    assert "### `src/shop/orders.py:3` in `total`" in text
     assert "return sum(i['price'] for i in items)" in text  # the snippet, crashing line included
-    assert "flask" not in text  # library frames are not the app's code
-    assert f"Suspect commit: {_bob_sha(app_repo)} Bob" in text and "Rename cost to price" in text
+    assert "flask" not in text.split("## Where it crashed")[1]  # library frames are not the app's code
+    assert f"## Suspect commit\n\n`{_bob_sha(app_repo)}` Bob" in text and "Rename cost to price" in text
     assert "Orders: totals" in text and "Alice" in text  # the file's history
-    assert "#1 KeyError: 'price' while totalling the order — ✔️ resolved by Ann" in text
+    assert "- #1 KeyError: 'price' while totalling the order — resolved by Ann" in text
     assert "No AI analysis was made" in text
-    assert len(report.text) < 4096
     stored = await InvestigationRepository(h.app.db).get(1)
     assert stored is not None and stored.state == "done" and stored.report_html == report.text
+    assert await InvestigationRepository(h.app.db).latest_report_markdown(2) == text
 
     # 👍 / 👎: one vote per person, changeable, audited.
     up, down = (b["callback_data"] for row in report.buttons for b in row)
@@ -172,6 +178,16 @@ async def test_press_investigate_replies_with_code_history_suspect_and_a_similar
 # -- the service alone ----------------------------------------------------------------------------------
 
 
+async def queued_reports(services) -> list[tuple[str, str]]:
+    """(caption, Markdown document) of each investigation report queued under a card."""
+    found = []
+    for item in await services.queued():
+        if item.payload.get("file"):
+            attached = await OutboxRepository(services.db).file(item.id)
+            found.append((item.payload.get("text") or item.payload["caption"], attached.content.decode()))
+    return found
+
+
 async def _with_investigator(make_services, repo_path: Path | None = None, stage: int = 3):
     services = await make_services(stage=stage)
     services.decisions.investigator = Investigator(
@@ -187,9 +203,10 @@ async def test_without_repo_path_the_report_says_so_and_still_lists_similar_inci
     outcome = await services.decisions.press(ANN, CardPress(INVESTIGATE, new_id))
     assert outcome.changed
     await services.tasks.wait_idle()
-    [report] = [m for m in await services.messages() if "Investigation of" in m]
+    [(caption, report)] = await queued_reports(services)
+    assert "Investigation of" in caption and "hunter2" not in caption
     assert "REPO_PATH is not set" in report
-    assert f"#{old_id} RuntimeError: worker 7 crashed password=*** — ✔️ resolved by Ann" in report
+    assert f"- #{old_id} RuntimeError: worker 7 crashed password=\\*\\*\\* — resolved by Ann" in report
     assert "hunter2" not in report
 
 

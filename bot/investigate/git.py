@@ -40,7 +40,9 @@ async def git(repo: Path, *args: str, timeout_s: float = GIT_TIMEOUT_S) -> str:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
     try:
         proc = await asyncio.create_subprocess_exec(
-            "git", "--no-pager", "-c", "core.quotepath=off", *args, cwd=str(repo), env=env,
+            # No fsmonitor hook: a repository's own config could name a program to run.
+            "git", "--no-pager", "-c", "core.quotepath=off", "-c", "core.fsmonitor=false", *args, cwd=str(repo),
+            env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
     except OSError as exc:

@@ -6,12 +6,19 @@ time). When it starts it re-checks the kill switch and moves queued → running 
 the report is stored and queued as a reply under the card in one transaction. A crash leaves the
 row queued or running: the next start marks it **interrupted** and says so under the card, and a
 new press starts a new one (re-running it by itself could flood the chat after a crash loop).
+
+The report: with Claude (bot/investigate/claude.py) its tool-use loop over read-only tools; without
+a key, or when Claude is unavailable (budget, timeout, caps, an invalid answer), the same report
+shape built from the findings alone, saying so. The reply under the card is a short summary with
+the full Markdown report attached as a document; the card says "investigating…" meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,10 +31,16 @@ from bot.callback_data import HELPFUL, CardPress, parse_id
 from bot.card_publisher import CardPublisher
 from bot.card_render import esc
 from bot.glitchtip.details import Frame, IssueDetails
+from bot.investigate.claude import ClaudeInvestigator
 from bot.investigate.frames import RepoFiles, StackFrame, map_frames, parse_stack, safe_file, snippet
 from bot.investigate.git import GitError, blame_line, recent_commits, tracked_files
-from bot.investigate.report import Findings, FrameFinding, render
+from bot.investigate.markdown import render_markdown
+from bot.investigate.model import InvestigationReport, keyfree_report
+from bot.investigate.report import Findings, FrameFinding
 from bot.investigate.similar import similar_incidents
+from bot.investigate.summary import summary_html
+from bot.investigate.tools import RepoTools
+from bot.llm.gate import ClaudeUnavailable
 from bot.models import Actor, Incident, utcnow
 from storage.audit import AuditRepository
 from storage.db import Database
@@ -47,15 +60,20 @@ class Answer:
     changed: bool = False
 
 
-def vote_buttons(incident_id: int, investigation_id: int) -> list[list[tuple[str, str]]]:
+def vote_buttons(incident_id: int, investigation_id: int,
+                 extra_row: list[tuple[str, str]] | None = None) -> list[list[tuple[str, str]]]:
+    """👍/👎 under a report, and `extra_row` under them (📝 File GitHub issue when GitHub is on)."""
     return [[("👍 Helpful", CardPress(HELPFUL, incident_id, f"{investigation_id}y").encode()),
-             ("👎 Not helpful", CardPress(HELPFUL, incident_id, f"{investigation_id}n").encode())]]
+             ("👎 Not helpful", CardPress(HELPFUL, incident_id, f"{investigation_id}n").encode())],
+            *([extra_row] if extra_row else [])]
 
 
 class Investigator:
     def __init__(
         self, db: Database, cards: CardPublisher, tasks: BackgroundTasks, *, repo_path: Path | None,
         redact: Callable[[str], str], suspect_days: float = 7.0, clock: Callable[[], datetime] = utcnow,
+        claude: ClaudeInvestigator | None = None,
+        report_row: Callable[[int, int], list[tuple[str, str]]] | None = None,
     ) -> None:
         self.db = db
         self.cards = cards
@@ -64,7 +82,10 @@ class Investigator:
         self.redact = redact
         self.suspect_days = suspect_days
         self.clock = clock
+        self.claude = claude  # None: no ANTHROPIC_API_KEY, the key-free report only
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        # (incident, investigation) -> one more button row under the report (bot/github/report_button.py)
+        self.report_row = report_row
 
     # -- asking ----------------------------------------------------------------------------
 
@@ -83,6 +104,7 @@ class Investigator:
                               "under the card.")
             await AuditRepository(tx).record("incident.investigate", "requested", detail={
                 "investigation_id": investigation_id, "via": via}, **audit_args)
+            await self.cards.publish(tx, incident_id)  # the card says "investigating…"
         self.tasks.spawn(self.run(investigation_id), name=f"investigation-{investigation_id}")
         return Answer("🔎 Investigation started and recorded: the report will reply under the card.", changed=True)
 
@@ -99,6 +121,7 @@ class Investigator:
                         "interrupted by a restart. Press 🔎 Investigate again to run it.",
                     reply_to=incident.card_message_id if incident else None,
                 )
+                await self.cards.publish(tx, inv.incident_id)  # no longer "investigating…"
         return len(cut_short)
 
     # -- running ---------------------------------------------------------------------------
@@ -116,23 +139,51 @@ class Investigator:
                     await repo.fail(investigation_id, why)
                     await self.cards.say(tx, f"🔎 Investigation of #{inv.incident_id} not started: {why}.",
                                          reply_to=incident.card_message_id if incident else None)
+                    if incident is not None:
+                        await self.cards.publish(tx, incident.id)
                     return
+                await self.cards.publish(tx, incident.id)  # "investigating…" (queued → running)
             try:
                 findings = await self.findings(incident, investigation_id)
-                html = render(findings, self.redact)
+                report = await self.report(findings)
+                markdown = render_markdown(report, findings, self.redact)
+                html = summary_html(report, findings, self.redact)
             except Exception as exc:
                 log.exception("investigation %s failed", investigation_id)
                 await self._failed(investigation_id, incident, f"{type(exc).__name__}: {exc}")
                 return
+            report_json = json.dumps(_redacted(report.model_dump(), self.redact), ensure_ascii=False)
             async with self.db.transaction() as tx:
-                if await InvestigationRepository(tx).finish(investigation_id, html):
+                if await InvestigationRepository(tx).finish(investigation_id, html, markdown, report_json):
                     fresh = await IncidentRepository(tx).get(incident.id)
-                    await self.cards.say(tx, html, reply_to=(fresh or incident).card_message_id,
-                                         buttons=vote_buttons(incident.id, investigation_id))
+                    await self.cards.send_file(
+                        tx, kind="document", filename=f"investigation-{incident.id}-{investigation_id}.md",
+                        content=markdown.encode("utf-8"), caption=html,
+                        reply_to=(fresh or incident).card_message_id,
+                        buttons=vote_buttons(incident.id, investigation_id, self.report_row(incident.id, investigation_id)
+                                             if self.report_row is not None else None),
+                    )
                     await AuditRepository(tx).record("investigation.done", "reported", incident_id=incident.id,
                                                      detail={"investigation_id": investigation_id,
+                                                             "source": report.source,
+                                                             "claude_unavailable": report.claude_unavailable,
                                                              "suspect": findings.suspect.blame.sha
                                                              if findings.suspect and findings.suspect.blame else None})
+                    await self.cards.publish(tx, incident.id)  # no longer "investigating…"
+
+    async def report(self, findings: Findings) -> InvestigationReport:
+        """Claude's report when a key is set and Claude answers within its limits; else the key-free one."""
+        if self.claude is None:
+            return keyfree_report(findings)
+        tools = RepoTools(self.repo_path, self.redact, similar=lambda: _similar_text(findings))
+        try:
+            return await self.claude.report(findings, tools, self.redact)
+        except ClaudeUnavailable as exc:
+            log.warning("investigation %s: Claude unavailable: %s", findings.investigation_id, exc.reason)
+            return keyfree_report(findings, claude_unavailable=_one_line(self.redact(exc.reason)))
+        except Exception as exc:  # a bug on Claude's path must not cost the key-free report
+            log.exception("investigation %s: Claude's loop failed", findings.investigation_id)
+            return keyfree_report(findings, claude_unavailable=f"internal error ({type(exc).__name__})")
 
     async def _failed(self, investigation_id: int, incident: Incident, error: str) -> None:
         error = self.redact(error)
@@ -142,6 +193,7 @@ class Investigator:
                                                  detail={"investigation_id": investigation_id})
                 await self.cards.say(tx, f"🔎 Investigation of #{incident.id} failed: {esc(error, 300)}",
                                      reply_to=incident.card_message_id)
+                await self.cards.publish(tx, incident.id)
 
     async def findings(self, incident: Incident, investigation_id: int) -> Findings:
         """Everything the report shows, gathered read-only from the repository and the database."""
@@ -193,6 +245,36 @@ class Investigator:
                 not_done.append(f"git history of {m.file}: {exc}")
             found.append(FrameFinding(m, lines, blame, history or []))
         return found
+
+
+async def _similar_text(findings: Findings) -> str:
+    """The similar_incidents tool's answer: the past incidents already found, and how each ended."""
+    if not findings.similar:
+        return "No similar incidents in this bot's history."
+    lines = []
+    for p in findings.similar:
+        ended = f"resolved by {p.resolved_by or 'someone'}" if p.status == "resolved" else "still open"
+        if p.proposal_summary and p.proposal_state:
+            ended += f"; last proposal: {p.proposal_summary} ({p.proposal_state})"
+        if p.github_url:
+            ended += f"; GitHub issue {p.github_url}"
+        lines.append(f"#{p.id} {p.title[:200]} — {ended}")
+    return "\n".join(lines)
+
+
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    """Every string inside, redacted (the JSON stays JSON: text is redacted before it is encoded)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redacted(v, redact) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v, redact) for k, v in value.items()}
+    return value
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()[:300]
 
 
 def _frames(enrichment: IssueDetails | None, stack: str) -> list[StackFrame]:
