@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.loopback import LoopbackServer
+
 # Shaped like a fine-grained token, so the redactor's GitHub rule applies to it like to a real one.
 TOKEN = "github_pat_11AAAAAAA0fakeFAKEfake0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
 REPO = "acme/api"
@@ -76,8 +78,9 @@ def _error(status: int, message: str, errors: list[dict[str, Any]] | None = None
     return web.json_response(body, status=status, headers=headers)
 
 
-class FakeGitHub:
+class FakeGitHub(LoopbackServer):
     def __init__(self, token: str = TOKEN, repo: str = REPO, *, assignable: tuple[str, ...] = ("alice",)) -> None:
+        super().__init__()
         self.token = token
         self.repos: dict[str, FakeRepo] = {repo.lower(): FakeRepo(repo, assignable=set(assignable))}
         self.issues_write = True  # the token's "Issues: read and write" permission
@@ -86,39 +89,8 @@ class FakeGitHub:
         self.create_delay_s = 0.0  # a create is stored at once but answered this late (the caller may time out)
         self.seen: list[Seen] = []
         self._faults: list[_Fault] = []
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self._next_id = 1000
         self._indexed_at: dict[int, float] = {}  # issue id -> when the search index has it
-
-    # ---- lifecycle
-
-    async def start(self) -> FakeGitHub:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        if not self.port:
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def go_down(self) -> None:
-        """An outage: nothing listens on the port any more (connection refused)."""
-        await self.stop()
-
-    async def come_back(self) -> None:
-        await self.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # ---- scripting and reading
 

@@ -25,6 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.loopback import LoopbackServer
+
 DATA = Path(__file__).parent / "data" / "glitchtip_api"  # API answers; webhook bodies are in data/glitchtip
 TOKEN = "4f1c6a0c2b5e4d7f9a8b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f"
 READ = ("event:read", "event:write", "event:admin")
@@ -53,8 +55,9 @@ class _Fault:
     delay_s: float
 
 
-class FakeGlitchTip:
+class FakeGlitchTip(LoopbackServer):
     def __init__(self, token: str = TOKEN, scopes: tuple[str, ...] = ("event:read", "event:write")) -> None:
+        super().__init__()
         self.token = token
         self.scopes = scopes
         self.issues: dict[str, dict[str, Any]] = {}
@@ -63,39 +66,7 @@ class FakeGlitchTip:
         self.seen: list[Seen] = []
         self.delay_s = 0.0  # every answer this late
         self._faults: list[_Fault] = []
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self.changed = asyncio.Event()
-
-    # ---- lifecycle
-
-    async def start(self) -> FakeGlitchTip:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        # A stop (or an outage) does not wait for a scripted slow answer to finish.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        if not self.port:
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def go_down(self) -> None:
-        """An outage: nothing listens on the port any more (connection refused)."""
-        await self.stop()
-
-    async def come_back(self) -> None:
-        await self.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # ---- content
 

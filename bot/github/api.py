@@ -13,18 +13,19 @@ Answers are parsed into pydantic models that ignore unknown keys.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot import http_jobs
+from bot.http_jobs import retry_after_s, send_capped, short
 
 #: larger answers are refused (a page of 100 issues with long bodies is a few MB at most)
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
@@ -41,16 +42,16 @@ class FailureKind(StrEnum):
     NOT_FOUND = "not found"  # 404: no such repository or issue, or the token cannot see it
     INVALID = "invalid"  # 422: GitHub refused what was sent (a bad assignee, a label name)
     REFUSED = "refused"  # any other 4xx (410: issues are disabled in the repository, …)
-    RATE_LIMITED = "rate limited"  # 429, or a 403 that is a primary or secondary rate limit
-    SERVER = "server error"  # 5xx
-    NETWORK = "network"  # could not connect, connection dropped
-    TIMEOUT = "timeout"  # no full answer within the deadline
-    BAD_ANSWER = "bad answer"  # 2xx that is not the JSON we expect, or too large
+    RATE_LIMITED = http_jobs.RATE_LIMITED  # 429, or a 403 that is a primary or secondary rate limit
+    SERVER = http_jobs.SERVER  # 5xx
+    NETWORK = http_jobs.NETWORK  # could not connect, connection dropped
+    TIMEOUT = http_jobs.TIMEOUT  # no full answer within the deadline
+    BAD_ANSWER = http_jobs.BAD_ANSWER  # 2xx that is not the JSON we expect, or too large
 
     @property
     def transient(self) -> bool:
         """Waiting may fix it (an outage, a limit), as opposed to something a person must fix."""
-        return self in (FailureKind.RATE_LIMITED, FailureKind.SERVER, FailureKind.NETWORK, FailureKind.TIMEOUT)
+        return self.value in http_jobs.TRANSIENT
 
 
 class GitHubError(Exception):
@@ -233,7 +234,7 @@ class GitHubClient:
         try:
             return model.model_validate(json.loads(raw))
         except (ValueError, RecursionError, ValidationError) as exc:
-            raise GitHubError(FailureKind.BAD_ANSWER, f"unexpected answer to {method} {path}: {_short(exc)}") from None
+            raise GitHubError(FailureKind.BAD_ANSWER, f"unexpected answer to {method} {path}: {short(exc)}") from None
 
     async def _call_list(self, model: type[Model], method: str, path: str, *,
                          params: dict[str, Any] | None = None) -> list[Model]:
@@ -245,30 +246,16 @@ class GitHubClient:
                 raise ValueError("not a list")
             return [model.model_validate(item) for item in items]
         except (ValueError, RecursionError, ValidationError) as exc:
-            raise GitHubError(FailureKind.BAD_ANSWER, f"unexpected answer to {method} {path}: {_short(exc)}") from None
+            raise GitHubError(FailureKind.BAD_ANSWER, f"unexpected answer to {method} {path}: {short(exc)}") from None
 
     async def _send(self, method: str, path: str, body: dict[str, Any] | None = None,
                     params: dict[str, Any] | None = None) -> tuple[int, bytes, httpx.Headers]:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                async with self._http.stream(method, path, json=body, params=params) as response:
-                    raw = await self._read_capped(response)
-                    return response.status_code, raw, response.headers
-        except (TimeoutError, httpx.TimeoutException):
-            raise GitHubError(FailureKind.TIMEOUT, f"no answer within {self.timeout_s:g} s") from None
-        except httpx.HTTPError as exc:
-            # The exception names the URL (no token: it travels in a header) and what went wrong.
-            raise GitHubError(FailureKind.NETWORK, f"{type(exc).__name__}: {_short(exc)}") from None
+        return await send_capped(self._http, method, path, timeout_s=self.timeout_s,
+                                 max_bytes=self.max_answer_bytes, fail=_failure, body=body, params=params)
 
-    async def _read_capped(self, response: httpx.Response) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self.max_answer_bytes:
-                raise GitHubError(FailureKind.BAD_ANSWER, f"answer larger than {self.max_answer_bytes // 2**20} MiB")
-            chunks.append(chunk)
-        return b"".join(chunks)
+
+def _failure(kind: str, message: str) -> GitHubError:
+    return GitHubError(FailureKind(kind), message)
 
 
 def _repo_path(repo: str) -> str:
@@ -276,10 +263,6 @@ def _repo_path(repo: str) -> str:
     if not valid_repo(repo):
         raise GitHubError(FailureKind.INVALID, f"not a GitHub repository name (owner/name): {repo[:80]!r}")
     return f"/repos/{repo}"
-
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
 
 
 def _github_message(raw: bytes) -> str:
@@ -309,18 +292,9 @@ def _github_message(raw: bytes) -> str:
 def limit_wait_s(headers: httpx.Headers, now: float | None = None) -> float | None:
     """How long a rate limit asks us to wait: `Retry-After` (seconds or an HTTP date), else until
     `X-RateLimit-Reset` when the limit is spent; None when the answer names no time."""
-    retry_after = (headers.get("retry-after") or "").strip()
-    if retry_after:
-        if retry_after.isdigit():
-            return float(retry_after)
-        try:
-            when = parsedate_to_datetime(retry_after)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    wait = retry_after_s(headers.get("retry-after"))
+    if wait is not None:
+        return wait
     reset = (headers.get("x-ratelimit-reset") or "").strip()
     if headers.get("x-ratelimit-remaining") == "0" and reset.isdigit():
         return max(1.0, float(reset) - (time.time() if now is None else now) + 1.0)

@@ -12,28 +12,16 @@ and 403 ("Resource not accessible by personal access token") means "not allowed"
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from bot.github.api import FailureKind, GitHubClient, GitHubError
+from bot.http_jobs import CheckLine, rendered, skipped
 
 TOKEN_HELP = ("create a fine-grained token (GitHub → Settings → Developer settings → Fine-grained tokens) for "
               "the repository with Issues: read and write")
 NAMES = ("reach", "token", "repo", "issues", "labels")
 
 
-@dataclass(frozen=True)
-class CheckLine:
-    name: str
-    ok: bool | None  # None: skipped (an earlier line failed)
-    text: str
-
-    def render(self) -> str:
-        mark = {True: "ok", False: "FAILED", None: "skipped"}[self.ok]
-        return f"{self.name + ':':<8}{mark} — {self.text}"
-
-
-def _skipped(after: str, names: tuple[str, ...]) -> list[CheckLine]:
-    return [CheckLine(n, None, f"needs {after}") for n in names]
+CHECK_COLUMN = 8  # `labels:` and a space
 
 
 async def check_api(client: GitHubClient, repo: str, redact: Callable[[str], str]) -> list[CheckLine]:
@@ -42,16 +30,16 @@ async def check_api(client: GitHubClient, repo: str, redact: Callable[[str], str
     except GitHubError as error:
         return [CheckLine("reach", False, redact(f"{client.api_url} gave no answer ({error}): is GITHUB_API_URL "
                                                  "GitHub's API (https://api.github.com, or https://HOST/api/v3)?")),
-                *_skipped("reach", NAMES[1:])]
+                *skipped("reach", NAMES[1:])]
     if status not in (200, 401, 403):
         return [CheckLine("reach", False, redact(f"{client.api_url}/user answered {status} {said}: is GITHUB_API_URL "
                                                  "GitHub's API (https://api.github.com, or https://HOST/api/v3)?")),
-                *_skipped("reach", NAMES[1:])]
+                *skipped("reach", NAMES[1:])]
     lines = [CheckLine("reach", True, f"{client.api_url} answers as GitHub's API")]
     if status == 401:
         lines.append(CheckLine("token", False, redact(f"GitHub does not accept GITHUB_TOKEN (401 {said}): "
                                                       f"{TOKEN_HELP}")))
-        return lines + _skipped("token", NAMES[2:])
+        return lines + skipped("token", NAMES[2:])
     who = ""
     if status == 200:
         try:
@@ -67,10 +55,10 @@ async def check_api(client: GitHubClient, repo: str, redact: Callable[[str], str
             text = f"{repo} not found (404): check GITHUB_REPO (owner/name) and the token's repository access"
         else:
             text = f"{repo} could not be read ({error})"
-        return lines + [CheckLine("repo", False, redact(text)), *_skipped("repo", NAMES[3:])]
+        return lines + [CheckLine("repo", False, redact(text)), *skipped("repo", NAMES[3:])]
     if not repository.has_issues:
         return lines + [CheckLine("repo", False, f"{repository.full_name} has issues turned off (Settings → "
-                                                 "Features → Issues)"), *_skipped("repo", NAMES[3:])]
+                                                 "Features → Issues)"), *skipped("repo", NAMES[3:])]
     archived = " (archived: GitHub refuses new issues)" if repository.archived else ""
     lines.append(CheckLine("repo", not repository.archived, f"{repository.full_name} exists{archived}"))
     lines.append(await _probe(client, "issues", f"/repos/{repo}/issues", "file issues", redact))
@@ -99,4 +87,4 @@ async def run_check(api_url: str, token: str, repo: str, timeout_s: float,
         lines = await check_api(client, repo, redact)
     finally:
         await client.aclose()
-    return [line.render() for line in lines], all(line.ok for line in lines)
+    return rendered(lines, CHECK_COLUMN)

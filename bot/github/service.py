@@ -33,6 +33,7 @@ from bot.card_render import esc
 from bot.github.api import ApiIssue, FailureKind, GitHubClient, GitHubError
 from bot.github.issue import LABELS, IssueContext, has_marker, prose, render_issue
 from bot.glitchtip.details import IssueDetails
+from bot.http_jobs import OutagePause, guarded, idle_wait
 from bot.models import Incident, ProposalState, utcnow
 from bot.proposals import ProposalKind
 from bot.proposer import github_issue_summary
@@ -45,6 +46,7 @@ from storage.db import Database, Executor
 from storage.github import GitHubIssueRepository, GitHubIssueRow, GitHubJob
 from storage.glitchtip import GlitchTipRepository
 from storage.incidents import IncidentRepository
+from storage.investigations import InvestigationRepository
 from storage.proposals import ProposalRepository
 
 log = logging.getLogger(__name__)
@@ -88,10 +90,9 @@ class GitHubIssueService(WakeableLoop):
         self.max_attempts = max_attempts
         self.poll_s = poll_s  # comments are queued by resolves elsewhere: looked for this often when idle
         self.outage_backoff = outage_backoff
-        self.report_for = report_for  # the hook for issue 9's investigation report
+        self.report_for = report_for  # the investigation report (issues 9/11): `latest_report` in the app
         self.clock = clock
-        self._paused_until = 0.0  # an outage or a rate limit: no call until then
-        self._outage_streak = 0
+        self._outage = OutagePause(lambda: self.outage_backoff, clock)  # an outage or a rate limit: no call until it ends
         self._labels_ready: set[tuple[str, str]] = set()  # (repo, label) known to exist
 
     @classmethod
@@ -104,47 +105,43 @@ class GitHubIssueService(WakeableLoop):
                               timeout_s=settings.github_timeout_s)
         return cls(db, client, redactor, cards, repo=settings.github_repo, policy=policy,
                    proposal_expiry_hours=settings.proposal_expiry_hours,
-                   give_up_after_s=settings.github_retry_hours * 3600.0)
+                   give_up_after_s=settings.github_retry_hours * 3600.0, report_for=latest_report)
 
     async def close(self) -> None:
         await self.client.aclose()
 
     def retry_now(self) -> None:
         """End an outage pause (GitHub said nothing about when to come back)."""
-        self._paused_until = 0.0
+        self._outage.end()
         self.notify()
 
     # ------------------------------------------------------------------ the worker
 
     async def step(self) -> float:
-        now = self.clock()
-        if now < self._paused_until:
-            return self._paused_until - now
+        if paused := self._outage.left():
+            return paused
         repo = GitHubIssueRepository(self.db)
         jobs = await repo.due_jobs(10)
         if not jobs:
-            next_due = await repo.next_due_at()
-            wait = self.poll_s if next_due is None else min(self.poll_s, next_due - time.time())
-            return max(0.05, wait)
+            return idle_wait(await repo.next_due_at(), self.poll_s)
         waiting = False
         for job in jobs:  # one at a time: a filing is rare, and its label check must not race itself
-            if self.clock() < self._paused_until:
+            if self._outage.left():
                 break
             waiting |= not await self._work(job)
         return 0.05 if waiting else 0.0
 
     async def _work(self, job: GitHubJob) -> bool:
         """Do one job; False when it must wait a moment (its approval is still being committed)."""
-        try:
-            done = await (self._file(job) if job.kind == "create" else self._comment(job))
-            self._outage_streak = 0
-            return done
-        except GitHubError as error:
-            await self._failed(job, error)
-        except Exception as exc:  # a bug must not spin: it spends the job's attempts
-            log.exception("GitHub %s job #%s failed", job.kind, job.id)
-            await self._failed(job, GitHubError(FailureKind.BAD_ANSWER, f"{type(exc).__name__}: {exc}"))
-        return True
+        done = await guarded(
+            self._file(job) if job.kind == "create" else self._comment(job), error_type=GitHubError,
+            failed=lambda error: self._failed(job, error), bug=lambda text: GitHubError(FailureKind.BAD_ANSWER, text),
+            log=log, what=f"GitHub {job.kind} job #{job.id}",
+        )
+        if done is None:
+            return True
+        self._outage.answered()
+        return done
 
     async def _load(self, job: GitHubJob) -> tuple[GitHubIssueRow, Incident] | None:
         row = await GitHubIssueRepository(self.db).issue(job.incident_id)
@@ -314,24 +311,16 @@ class GitHubIssueService(WakeableLoop):
             hours = self.give_up_after_s / 3600
             await self._final(job, f"GitHub did not answer for {hours:g} h; last: {reason}")
         elif error.kind is FailureKind.RATE_LIMITED:
-            delay = self._pause(at_least_s=error.retry_after_s or 60.0)
+            delay = self._outage.pause(at_least_s=error.retry_after_s or 60.0)
             await self._later(job, f"rate limited by GitHub for {delay:.0f} s: {reason}", delay)
         elif error.kind.transient:
-            delay = self._pause(at_least_s=error.retry_after_s or 0.0)
+            delay = self._outage.pause(at_least_s=error.retry_after_s or 0.0)
             await self._later(job, f"GitHub did not answer ({reason})", delay)
         elif error.kind is FailureKind.BAD_ANSWER and job.attempts + 1 < self.max_attempts:
             delay = min(self.outage_backoff[1], self.outage_backoff[0] * 2 ** (job.attempts + 1))
             await self._later(job, f"GitHub answered oddly ({reason})", delay, counts=True)
         else:
             await self._final(job, _refusal_text(error, reason))
-
-    def _pause(self, at_least_s: float = 0.0) -> float:
-        """Every call waits: an outage or a rate limit is GitHub's, not one job's."""
-        first, longest = self.outage_backoff
-        delay = max(at_least_s, min(longest, first * 2 ** min(self._outage_streak, 20)))
-        self._outage_streak += 1
-        self._paused_until = max(self._paused_until, self.clock() + delay)
-        return delay
 
     async def _later(self, job: GitHubJob, why: str, delay: float, *, counts: bool = False) -> None:
         log.info("GitHub %s job #%s: %s; retry in %.0f s", job.kind, job.id, why, delay)
@@ -360,7 +349,10 @@ class GitHubIssueService(WakeableLoop):
             await self.cards.publish(tx, job.incident_id)
             incident = await IncidentRepository(tx).get(job.incident_id)
             where = esc(row.repo if row else self.repo, 140)
-            then = " Press Approve on the card to try again once it is fixed." if retry else ""
+            if row is not None and row.proposal_id is None:  # asked for by the report's 📝 button
+                then = " Press 📝 File GitHub issue under the report again once it is fixed."
+            else:
+                then = " Press Approve on the card to try again once it is fixed." if retry else ""
             await self.cards.say(
                 tx, f"❌ #{job.incident_id}: the GitHub issue in {where} was not filed: {esc(why.rstrip('.'), 500)}.{then}",
                 reply_to=incident.card_message_id if incident else None,
@@ -383,6 +375,11 @@ class GitHubIssueService(WakeableLoop):
         await proposals.create(incident_id, ProposalKind.GITHUB_ISSUE, github_issue_summary(self.repo),
                                utcnow() + self.proposal_expiry, action={"repo": self.repo})
         return True
+
+
+async def latest_report(db: Executor, incident_id: int) -> str | None:
+    """The newest finished investigation report of the incident (Markdown, stored redacted)."""
+    return await InvestigationRepository(db).latest_report_markdown(incident_id)
 
 
 def _with_marker(issues: list[ApiIssue], incident_id: int, since: datetime) -> ApiIssue | None:

@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot import http_jobs
+from bot.http_jobs import retry_after_s, send_capped, short
 
 #: an answer larger than this is refused (a real latest event is 15–30 KB, with all its packages)
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
@@ -34,16 +36,16 @@ class FailureKind(StrEnum):
     UNAUTHORIZED = "unauthorized"  # 401: GlitchTip does not know the token (revoked, mistyped)
     FORBIDDEN = "forbidden"  # 403: the token lacks the scope this call needs
     NOT_FOUND = "not found"  # 404: no such issue/monitor, or not visible to the token's user
-    RATE_LIMITED = "rate limited"  # 429: wait as long as GlitchTip asks
-    SERVER = "server error"  # 5xx
-    NETWORK = "network"  # could not connect, connection dropped
-    TIMEOUT = "timeout"  # no full answer within the deadline
-    BAD_ANSWER = "bad answer"  # not JSON, the wrong shape, too large, another 4xx
+    RATE_LIMITED = http_jobs.RATE_LIMITED  # 429: wait as long as GlitchTip asks
+    SERVER = http_jobs.SERVER  # 5xx
+    NETWORK = http_jobs.NETWORK  # could not connect, connection dropped
+    TIMEOUT = http_jobs.TIMEOUT  # no full answer within the deadline
+    BAD_ANSWER = http_jobs.BAD_ANSWER  # not JSON, the wrong shape, too large, another 4xx
 
     @property
     def transient(self) -> bool:
         """Waiting may fix it (an outage, a limit), as opposed to a token or an answer to fix."""
-        return self in (FailureKind.RATE_LIMITED, FailureKind.SERVER, FailureKind.NETWORK, FailureKind.TIMEOUT)
+        return self.value in http_jobs.TRANSIENT
 
     @property
     def auth(self) -> bool:
@@ -276,30 +278,17 @@ class GlitchTipClient:
                 return await asyncio.to_thread(_parse, model, raw)
             return _parse(model, raw)
         except (ValueError, RecursionError, ValidationError) as exc:
-            raise GlitchTipError(FailureKind.BAD_ANSWER, f"unexpected answer to {method} {path}: {_short(exc)}") from None
+            raise GlitchTipError(FailureKind.BAD_ANSWER, f"unexpected answer to {method} {path}: {short(exc)}") from None
 
     async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, bytes, float | None]:
         """(status, body, Retry-After in seconds) of one call, within the total deadline."""
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                async with self._http.stream(method, path, json=body) as response:
-                    raw = await self._read_capped(response)
-                    return response.status_code, raw, _retry_after(response.headers.get("Retry-After"))
-        except (TimeoutError, httpx.TimeoutException):
-            raise GlitchTipError(FailureKind.TIMEOUT, f"no answer within {self.timeout_s:g} s") from None
-        except httpx.HTTPError as exc:
-            raise GlitchTipError(FailureKind.NETWORK, f"{type(exc).__name__}: {_short(exc)}") from None
+        status, raw, headers = await send_capped(self._http, method, path, timeout_s=self.timeout_s,
+                                                 max_bytes=self.max_answer_bytes, fail=_failure, body=body)
+        return status, raw, retry_after_s(headers.get("Retry-After"))
 
-    async def _read_capped(self, response: httpx.Response) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self.max_answer_bytes:
-                raise GlitchTipError(FailureKind.BAD_ANSWER,
-                                     f"answer larger than {self.max_answer_bytes // (1024 * 1024)} MiB")
-            chunks.append(chunk)
-        return b"".join(chunks)
+
+def _failure(kind: str, message: str) -> GlitchTipError:
+    return GlitchTipError(FailureKind(kind), message)
 
 
 def _issue_id(value: str) -> str:
@@ -311,26 +300,6 @@ def _issue_id(value: str) -> str:
 
 def _parse(model: type[Model], raw: bytes) -> Model:
     return model.model_validate(json.loads(raw))
-
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: a number, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 _DETAIL = re.compile(rb'"detail"\s*:\s*"([^"\\]{1,200})"')

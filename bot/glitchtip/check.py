@@ -11,24 +11,16 @@ never exists: GlitchTip checks the token's scope before it looks for the issue, 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from bot.glitchtip.api import GlitchTipClient, GlitchTipError
+from bot.http_jobs import CheckLine, rendered, skipped
 from bot.redact import Redactor
 
 PROBE_ISSUE = "/api/0/issues/0/"
 TOKEN_PAGE = "Profile → Auth Tokens"
 
 
-@dataclass(frozen=True)
-class CheckLine:
-    name: str
-    ok: bool | None  # None: skipped (an earlier line failed)
-    text: str
-
-    def render(self) -> str:
-        mark = {True: "ok", False: "FAILED", None: "skipped"}[self.ok]
-        return f"{self.name + ':':<9}{mark} — {self.text}"
+CHECK_COLUMN = 9  # `resolve:` and a space
 
 
 async def check_api(client: GlitchTipClient, redact: Callable[[str], str]) -> list[CheckLine]:
@@ -38,7 +30,7 @@ async def check_api(client: GlitchTipClient, redact: Callable[[str], str]) -> li
     except GlitchTipError as error:
         lines.append(CheckLine("reach", False, redact(f"{client.base_url}/api/0/ gave no usable answer ({error}): "
                                                       "is GLITCHTIP_URL GlitchTip's base URL?")))
-        return lines + [CheckLine(n, None, "needs reach") for n in ("auth", "read", "resolve")]
+        return lines + skipped("reach", ("auth", "read", "resolve"))
     lines.append(CheckLine("reach", True, f"{client.base_url} answers as GlitchTip's API"))
 
     try:
@@ -46,12 +38,12 @@ async def check_api(client: GlitchTipClient, redact: Callable[[str], str]) -> li
         write = await client.status_of("PUT", PROBE_ISSUE, {"status": "resolved"})
     except GlitchTipError as error:
         lines.append(CheckLine("auth", False, redact(f"the API stopped answering ({error})")))
-        return lines + [CheckLine(n, None, "needs auth") for n in ("read", "resolve")]
+        return lines + skipped("auth", ("read", "resolve"))
     scopes = f" (scopes: {', '.join(root.auth.scopes)})" if root.auth and root.auth.scopes else ""
     if read == 401:
         lines.append(CheckLine("auth", False, f"GlitchTip does not know this token (401): create one under "
                                               f"{TOKEN_PAGE} and put it in GLITCHTIP_TOKEN"))
-        return lines + [CheckLine(n, None, "needs auth") for n in ("read", "resolve")]
+        return lines + skipped("auth", ("read", "resolve"))
     label = f" “{root.auth.label}”" if root.auth and root.auth.label else ""
     lines.append(CheckLine("auth", True, redact(f"the token{label} is accepted{scopes}")))
     lines.append(_scope_line("read", "event:read", read, "cards get GlitchTip's details and live counts"))
@@ -75,4 +67,4 @@ async def run_check(base_url: str, token: str, timeout_s: float, redactor: Redac
         lines = await check_api(client, redactor.redact)
     finally:
         await client.aclose()
-    return [line.render() for line in lines], all(line.ok for line in lines)
+    return rendered(lines, CHECK_COLUMN)

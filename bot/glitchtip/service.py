@@ -42,6 +42,7 @@ from bot.glitchtip.details import (
     monitor_details,
     stack_text,
 )
+from bot.http_jobs import OutagePause, guarded, idle_wait
 from bot.models import Alert, AlertKind, Incident, utcnow
 from bot.redact import Redactor
 from bot.settings import Settings
@@ -162,8 +163,7 @@ class GlitchTipService(WakeableLoop):
         self.clock = clock
         self._calls = asyncio.Semaphore(concurrency)  # API calls in flight, prefetch and jobs together
         self._next_call_at = 0.0  # pacing of the jobs' calls
-        self._paused_until = 0.0  # an outage or a 429: no job until then
-        self._outage_streak = 0
+        self._outage = OutagePause(lambda: self.outage_backoff, clock)  # an outage or a 429: no job until it ends
         self._outage_note: str | None = None  # what a card says while the API does not answer
         # scope -> (until when its jobs wait, what their cards say): a refused token
         self._blocked: dict[str, tuple[float, str]] = {}
@@ -194,7 +194,7 @@ class GlitchTipService(WakeableLoop):
     def retry_now(self) -> None:
         """End an outage pause (the scheduled refresh does this too, so a long backoff never
         outlasts a refresh interval); a refused token stays refused until its re-check."""
-        self._paused_until = 0.0
+        self._outage.end()
         self._health = None
         self.notify()
 
@@ -209,7 +209,7 @@ class GlitchTipService(WakeableLoop):
         """
         now = self.clock()
         self._forget_stale_prefetches(now)
-        if self.enrich_budget_s <= 0 or now < self._paused_until or self._is_blocked("read", now):
+        if self.enrich_budget_s <= 0 or self._outage.left() or self._is_blocked("read", now):
             return {}
         wanted: dict[asyncio.Task[Fetched], Alert] = {}
         for alert in alerts:
@@ -260,7 +260,7 @@ class GlitchTipService(WakeableLoop):
         now = self.clock()
         if self._is_blocked("read", now):
             await links.set_problem(incident.id, self._blocked["read"][1])
-        elif now < self._paused_until and self._outage_note:
+        elif self._outage.left() and self._outage_note:
             await links.set_problem(incident.id, self._outage_note)
         await links.enqueue(incident.id, "enrich")
         self.notify()  # the worker's read waits for the lock: it sees the job once committed
@@ -293,37 +293,38 @@ class GlitchTipService(WakeableLoop):
     # ------------------------------------------------------------------ the worker
 
     async def step(self) -> float:
+        if paused := self._outage.left():
+            return paused
         now = self.clock()
-        if now < self._paused_until:
-            return self._paused_until - now
         kinds = tuple(k for k in JOB_KINDS if not self._is_blocked(_SCOPE_OF[k], now))
         links = GlitchTipRepository(self.db)
         if len(kinds) < len(JOB_KINDS):
             await self._hold_for_token(tuple(k for k in JOB_KINDS if k not in kinds))
         jobs = await links.due_jobs(self.concurrency * 2, kinds)
         if not jobs:
-            next_due = await links.next_due_at(kinds)
-            wait = self.poll_s if next_due is None else min(self.poll_s, next_due - time.time())
-            return max(0.05, wait)
+            return idle_wait(await links.next_due_at(kinds), self.poll_s)
         await asyncio.gather(*(self._work(job) for job in jobs))
         return 0.0
 
     async def _work(self, job: GlitchTipJob) -> None:
-        try:
-            if self.clock() < self._paused_until:
-                return  # an outage was noticed by a job of this round: the rest wait
-            if job.kind == "resolve":
-                await self._resolve(job)
-            elif job.kind == "refresh":
-                await self._refresh(job)
-            else:
-                await self._enrich(job)
-            self._outage_streak = 0
-        except GlitchTipError as error:
-            await self._failed(job, error)
-        except Exception as exc:  # a bug must not spin: it spends the job's attempts like a bad answer
-            log.exception("GlitchTip %s job #%s failed", job.kind, job.id)
-            await self._failed(job, GlitchTipError(FailureKind.BAD_ANSWER, f"{type(exc).__name__}: {exc}"))
+        if self._outage.left():
+            return  # an outage was noticed by a job of this round: the rest wait
+        done = await guarded(
+            self._do(job), error_type=GlitchTipError, failed=lambda error: self._failed(job, error),
+            bug=lambda text: GlitchTipError(FailureKind.BAD_ANSWER, text), log=log,
+            what=f"GlitchTip {job.kind} job #{job.id}",
+        )
+        if done:
+            self._outage.answered()
+
+    async def _do(self, job: GlitchTipJob) -> bool:
+        if job.kind == "resolve":
+            await self._resolve(job)
+        elif job.kind == "refresh":
+            await self._refresh(job)
+        else:
+            await self._enrich(job)
+        return True
 
     async def _load(self, job: GlitchTipJob) -> tuple[GlitchTipLink, Incident] | None:
         link = await GlitchTipRepository(self.db).link(job.incident_id)
@@ -486,11 +487,7 @@ class GlitchTipService(WakeableLoop):
     def _note_outage(self, note: str, at_least_s: float = 0.0) -> float:
         """No job until the API may answer again (backing off); returns the wait."""
         self._outage_note = note
-        first, longest = self.outage_backoff
-        delay = max(at_least_s, min(longest, first * 2 ** min(self._outage_streak, 20)))
-        self._outage_streak += 1
-        self._paused_until = max(self._paused_until, self.clock() + delay)
-        return delay
+        return self._outage.pause(at_least_s)
 
     def _is_blocked(self, scope: str, now: float) -> bool:
         blocked = self._blocked.get(scope)
