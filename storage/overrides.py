@@ -1,0 +1,142 @@
+"""Priority overrides and the offers that lead to them (issue 13; bot/overrides.py decides).
+
+An offer is a rule + project pair shown with an Apply button; an override is a live or removed
+decision to give that pair's new incidents a fixed priority. Removed overrides stay as rows:
+who applied and who removed them, and when, is history worth keeping.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from storage.timefmt import from_db, now_db
+
+if TYPE_CHECKING:  # `remediator triage` reads overrides without loading the async database layer
+    from storage.db import Executor
+
+
+@dataclass(frozen=True)
+class OverrideOffer:
+    id: int
+    rule_id: str
+    project: str
+    priority: str
+    corrections: int
+    triaged: int
+
+
+@dataclass(frozen=True)
+class PriorityOverride:
+    id: int
+    rule_id: str
+    project: str
+    priority: str
+    corrections: int
+    applied_by: str
+    applied_at: datetime
+    removed_by: str | None = None
+    removed_at: datetime | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.removed_at is None
+
+
+_COLUMNS = "id, rule_id, project, priority, corrections, applied_by, applied_at, removed_by, removed_at"
+
+
+def _override(row: Any) -> PriorityOverride:
+    applied_at = from_db(row["applied_at"])
+    assert applied_at is not None
+    return PriorityOverride(row["id"], row["rule_id"], row["project"], row["priority"], row["corrections"],
+                            row["applied_by"], applied_at, row["removed_by"], from_db(row["removed_at"]))
+
+
+class OverrideRepository:
+    def __init__(self, db: Executor) -> None:
+        self.db = db
+
+    # -- offers ------------------------------------------------------------------------------
+
+    async def offer(self, rule_id: str, project: str, priority: str, corrections: int, triaged: int) -> int:
+        """The offer's id for this pair and direction (one per pair and priority), its count refreshed."""
+        await self.db.execute(
+            "INSERT INTO priority_override_offers (rule_id, project, priority, corrections, triaged, offered_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rule_id, project, priority) DO UPDATE SET "
+            "corrections = excluded.corrections, triaged = excluded.triaged, offered_at = excluded.offered_at",
+            (rule_id, project, priority, corrections, triaged, now_db()),
+        )
+        row = await self.db.fetchone(
+            "SELECT id FROM priority_override_offers WHERE rule_id = ? AND project = ? AND priority = ?",
+            (rule_id, project, priority),
+        )
+        assert row is not None
+        return int(row["id"])
+
+    async def get_offer(self, offer_id: int) -> OverrideOffer | None:
+        row = await self.db.fetchone(
+            "SELECT id, rule_id, project, priority, corrections, triaged FROM priority_override_offers WHERE id = ?",
+            (offer_id,),
+        )
+        if row is None:
+            return None
+        return OverrideOffer(row["id"], row["rule_id"], row["project"], row["priority"], row["corrections"],
+                             row["triaged"])
+
+    # -- overrides ---------------------------------------------------------------------------
+
+    async def live(self) -> list[PriorityOverride]:
+        rows = await self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM priority_overrides WHERE removed_at IS NULL ORDER BY id"
+        )
+        return [_override(r) for r in rows]
+
+    async def get(self, override_id: int) -> PriorityOverride | None:
+        row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM priority_overrides WHERE id = ?", (override_id,))
+        return _override(row) if row is not None else None
+
+    async def live_for(self, rule_id: str, project: str) -> PriorityOverride | None:
+        row = await self.db.fetchone(
+            f"SELECT {_COLUMNS} FROM priority_overrides WHERE rule_id = ? AND project = ? AND removed_at IS NULL",
+            (rule_id, project),
+        )
+        return _override(row) if row is not None else None
+
+    async def add(self, offer: OverrideOffer, by: str, by_id: int) -> int:
+        return await self.db.insert(
+            "INSERT INTO priority_overrides (rule_id, project, priority, corrections, offer_id, applied_by, "
+            "applied_by_id, applied_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (offer.rule_id, offer.project, offer.priority, offer.corrections, offer.id, by, by_id, now_db()),
+        )
+
+    async def remove(self, override_id: int, by: str, by_id: int) -> bool:
+        """Compare-and-set live -> removed; False when it was not live (or does not exist)."""
+        changed = await self.db.execute(
+            "UPDATE priority_overrides SET removed_by = ?, removed_by_id = ?, removed_at = ? "
+            "WHERE id = ? AND removed_at IS NULL",
+            (by, by_id, now_db(), override_id),
+        )
+        return changed == 1
+
+
+def read_live_overrides(path: Path) -> list[PriorityOverride]:
+    """The live overrides in the database at `path`, opened read-only (the terminal's `triage`
+    must never create or migrate the bot's database). A database from before overrides existed
+    has none. Raises sqlite3.Error when the file is not a database this can read."""
+    uri = f"{path.absolute().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        conn.row_factory = sqlite3.Row
+        known = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'priority_overrides'"
+        ).fetchone()
+        if known is None:
+            return []
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM priority_overrides WHERE removed_at IS NULL ORDER BY id")
+        return [_override(r) for r in rows.fetchall()]
+    finally:
+        conn.close()
