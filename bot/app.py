@@ -43,12 +43,17 @@ from bot.digest import MISFIRE_GRACE_S, DigestService
 from bot.execution import AcknowledgeRunner, KindRunner, ProposalExecutor
 from bot.fix_identity import FixIdentity
 from bot.github.card import github_card_extras
+from bot.github.report_button import ReportIssueFiler, file_issue_row
 from bot.github.runner import GitHubIssueRunner
 from bot.github.service import GitHubIssueService
 from bot.glitchtip.card import glitchtip_card_extras
 from bot.glitchtip.service import GlitchTipService
+from bot.investigate.card import investigation_card_extras
+from bot.investigate.claude import ClaudeInvestigator, ClaudeLimits
 from bot.investigate.service import Investigator
+from bot.llm.gate import ClaudeGate
 from bot.models import Actor, Alert, Incident, Triage
+from bot.overrides import OverrideService
 from bot.pipeline import PipelineWorker
 from bot.proposals import ProposalKind
 from bot.proposer import Proposer
@@ -59,6 +64,7 @@ from bot.storm import StormGate
 from bot.telegram.sender import OutboxSender
 from bot.telegram.sent_journal import SentJournal
 from bot.triage import OwnerMap, RuleSet
+from bot.triage.claude import ClaudeTriage
 from bot.web import WebhookLimits, WebhookServer
 from handlers import build_router
 from handlers.middlewares import ChatGate
@@ -110,7 +116,7 @@ def make_bot(token: str, api_base: str | None) -> Bot:
 
 def card_extras_source(settings: Settings) -> ExtrasSource | None:
     """What the configured integrations add to every card: GlitchTip's details, the GitHub issue."""
-    sources: list[ExtrasSource] = []
+    sources: list[ExtrasSource] = [investigation_card_extras]  # "investigating…" while one runs
     if settings.glitchtip_api_on:
         sources.append(glitchtip_card_extras)
     if settings.github_on:
@@ -164,15 +170,35 @@ class Application:
 
         # 🔎 Investigate (stage 3+): the code under REPO_PATH, its history, similar incidents; runs in
         # the background like an action (bot/investigate/).
+        # 📝 File GitHub issue under a report (GitHub on): the same once-per-incident queue as Approve.
+        report_filer = (ReportIssueFiler(db, cards, self.github.repo, self.github.notify)
+                        if self.github is not None else None)
+        # With ANTHROPIC_API_KEY, Claude reads the code through read-only tools (within the spend cap).
+        self.investigate_gate = ClaudeGate.from_settings(s, db, cards)
         self.investigator = Investigator(db, cards, self.tasks, repo_path=s.repo_path, redact=redactor.redact,
-                                         suspect_days=s.investigate_suspect_days)
+                                         suspect_days=s.investigate_suspect_days,
+                                         claude=ClaudeInvestigator(self.investigate_gate, ClaudeLimits.from_settings(s))
+                                         if self.investigate_gate is not None else None,
+                                         report_row=file_issue_row if report_filer is not None else None)
+        # Priority overrides learnt from corrections (bot/overrides.py): offered under the digest and
+        # /stats, applied and removed by approvers, honoured by the pipeline right after triage.
+        self.overrides = OverrideService(db, cards, threshold=s.override_after_corrections)
         # A press or a command: one service decides, the executor acts.
         self.decisions = DecisionService(db, cards, approvers=approvers, policy=policy, tasks=self.tasks,
-                                         start_action=self.executor.execute, investigator=self.investigator)
+                                         start_action=self.executor.execute, investigator=self.investigator,
+                                         overrides=self.overrides, report_filer=report_filer)
 
         # An alert: webhook -> inbox -> pipeline -> incident, proposal and card.
+        owners = OwnerMap.load(s.owners_file) if s.owners_file else None
+        # With ANTHROPIC_API_KEY, Claude triages new errors too (the same gate and spend cap); the
+        # rules' triage stays the fallback and the only source of proposals (bot/triage/claude.py).
+        self.claude_triage = (
+            ClaudeTriage(self.investigate_gate, db, cards, self.tasks, owners=owners, redact=redactor.redact,
+                         wait_s=s.claude_triage_wait_s)
+            if self.investigate_gate is not None else None
+        )
         self.pipeline = PipelineWorker(
-            db, RulesTriager(RuleSet.load(s.rules_file), OwnerMap.load(s.owners_file) if s.owners_file else None),
+            db, RulesTriager(RuleSet.load(s.rules_file), owners),
             redactor, cards,
             proposer=Proposer(policy, s.proposal_expiry_hours, patterns, auto_fix=s.auto_fix, fix_hosts=s.fix_hosts,
                               github_repo=self.github.repo if self.github is not None else None),
@@ -180,14 +206,15 @@ class Application:
             on_auto_approved=lambda proposal_id: self.decisions.start(proposal_id, AUTO_FIX_ACTOR),
             identify=FixIdentity(patterns) if patterns is not None else None,
             storm=StormGate(s.storm_cards_per_minute), row_budget_s=s.pipeline_row_budget_s,
-            tracker=self.glitchtip,
+            tracker=self.glitchtip, second_opinion=self.claude_triage,
         )
         self.web = WebhookServer(
             db, s.webhook_token.get_secret_value() if s.webhook_token else "", on_accepted=self.pipeline.notify,
             on_parsed=self.pipeline.accept_parsed, limits=WebhookLimits.from_settings(s),
         )
         # The daily digest (bot/digest.py): at DIGEST_TIME in TIMEZONE, and on /digest.
-        self.digest = DigestService(db, cards, policy, at=s.digest_time, tz=ZoneInfo(s.timezone))
+        self.digest = DigestService(db, cards, policy, at=s.digest_time, tz=ZoneInfo(s.timezone),
+                                    overrides=self.overrides, claude_on=s.claude_on)
         self.commands = CommandService(db, self.decisions, policy, chat_id, webhook_refused=self.web.rejected.snapshot,
                                        digest=self.digest)
 
@@ -237,6 +264,8 @@ class Application:
         await self.sender.replay_journal()
         await self.executor.recover_interrupted()
         await self.investigator.recover_interrupted()  # cut short by a crash: marked interrupted, said in the chat
+        if self.claude_triage is not None and not s.setup_mode:
+            await self.claude_triage.recover()  # Claude's triage cut short by a stop: asked again
         try:
             await self.web.start(s.webhook_host, s.webhook_port)
         except OSError as exc:
@@ -360,6 +389,8 @@ class Application:
             await self.glitchtip.close()
         if self.github is not None:
             await self.github.close()
+        if self.investigate_gate is not None:
+            await self.investigate_gate.close()
         await self.bot.session.close()
         if self.sender.journal is not None:
             if self._database_open:  # a start that failed before the database opened has nothing to replay

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 APPROVE, REJECT, INVESTIGATE, PRIORITY, MUTE, RESOLVE = "ap", "rj", "iv", "pr", "mu", "rs"
 # 👍/👎 under an investigation report: `hf:<incident>:<investigation id>y|n`
 HELPFUL = "hf"
-ACTIONS = {APPROVE, REJECT, INVESTIGATE, PRIORITY, MUTE, RESOLVE, HELPFUL}
+# 📝 File GitHub issue under an investigation report: `gi:<incident>:<investigation id>`
+FILE_ISSUE = "gi"
+# Priority overrides (bot/overrides.py), under the digest, /stats and /overrides: the number is an
+# offer's id (`oa:<offer>:`, Apply) or an override's id (`ox:<override>:`, Remove), not an incident's.
+OVERRIDE_APPLY, OVERRIDE_REMOVE = "oa", "ox"
+OVERRIDE_ACTIONS = {OVERRIDE_APPLY, OVERRIDE_REMOVE}
+ACTIONS = {APPROVE, REJECT, INVESTIGATE, PRIORITY, MUTE, RESOLVE, HELPFUL, FILE_ISSUE, *OVERRIDE_ACTIONS}
 MAX_BYTES = 64
 # The largest id SQLite can store: a larger number cannot name a row, and binding it raises
 # OverflowError, so ids from buttons and commands are checked against it before any query.
@@ -56,6 +62,6 @@ def decode(data: str) -> CardPress | None:
     if match is None or match.group(1) not in ACTIONS:
         return None
     action, arg = match.group(1), match.group(3)
-    if action in (APPROVE, REJECT) and parse_id(arg) is None:
-        return None  # these carry a proposal id; the bot never draws one out of range
+    if action in (APPROVE, REJECT, FILE_ISSUE) and parse_id(arg) is None:
+        return None  # these carry a proposal or investigation id; the bot never draws one out of range
     return CardPress(action, int(match.group(2)), arg)

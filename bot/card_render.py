@@ -118,6 +118,10 @@ def render_card(
     if incident.priority != incident.priority_original:
         head += f" <i>(triaged {incident.priority_original.value})</i>"
     lines = [head]
+    if t.priority_before_override is not None:  # bot/overrides.py: learnt from human corrections
+        n = t.override_corrections or 0
+        lines.append(f"⚖️ {t.priority.value} by override from {n} correction{'s' if n != 1 else ''} "
+                     f"(the rules said {t.priority_before_override.value}; /overrides)")
     if incident.kind is AlertKind.UPTIME_DOWN:
         lines.append("⛔ <b>Uptime monitor: site is down</b>")
     lines.append(f"<b>{esc(incident.title, 500)}</b>")
@@ -142,8 +146,8 @@ def render_card(
     if t.owner:
         handle = t.owner.telegram or t.owner.name
         lines.append(f"👤 Owner: {esc(handle, 80)}")
-    if t.note:
-        lines.append(f"ℹ️ {esc(t.note, 200)}")
+    if t.note:  # e.g. "triage: Claude (confidence 80%)", "rules; Claude unavailable: rate limited (429)"
+        lines.append(f"{'🤖' if t.source == 'claude' else 'ℹ️'} {esc(t.note, 200)}")
     lines.extend(extra.details)
     link = _link(incident)
     if link:

@@ -1,4 +1,4 @@
-"""Operator commands (/status, /incidents, /incident, /mute, /resolve, /killswitch, /help).
+"""Operator commands (/status, /incidents, /incident, /mute, /resolve, /killswitch, /overrides, /help).
 
 Everything a command does lives here, behind one call: the aiogram handler only passes the
 command's name, its arguments and who sent it, and sends back the reply.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
 from zoneinfo import ZoneInfo
 
@@ -20,6 +20,7 @@ from bot.digest import DigestService
 from bot.metrics import MAX_DAYS, compute_metrics, fit, metrics_lines
 from bot.models import Actor, Priority, utcnow
 from bot.open_commands import Asker, OpenCommandGuard, start_text
+from bot.overrides import offer_buttons, offer_lines
 from bot.rollout import RolloutPolicy
 from storage.audit import AuditEntry, AuditRepository
 from storage.db import Database
@@ -44,6 +45,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("killswitch", "/killswitch [on [reason] | off]"),
     ("digest", "The daily digest, now"),
     ("stats", "/stats [days]: the figures that judge the rollout (default 7)"),
+    ("overrides", "/overrides [remove <id>]: priority overrides learnt from corrections"),
 ]
 
 HELP = (
@@ -51,7 +53,9 @@ HELP = (
     "Each card shows the triage (priority, category, likely cause, owner) and buttons:\n"
     "• <b>Approve</b> / <b>Reject</b> the proposed next step (nothing runs without a press)\n"
     "• <b>Investigate</b> (stage 3+)\n"
-    "• <b>P0–P3</b> corrects the priority; <b>Mute</b> silences repeats; <b>Resolve</b> closes it\n\n"
+    "• <b>P0–P3</b> corrects the priority; <b>Mute</b> silences repeats; <b>Resolve</b> closes it\n"
+    "Under the digest and /stats, <b>Apply</b> makes a rule's priority in a project what people keep "
+    "correcting it to (/overrides)\n\n"
     "<b>Commands</b> (approvers only, except /start and /help):\n"
     + "\n".join(f"/{name} — {esc(text)}" for name, text in COMMANDS)
 )
@@ -66,6 +70,7 @@ class Reply:
     """What to answer a command with (HTML), or None when the alert chat already got it."""
 
     html: str | None
+    buttons: list[list[tuple[str, str]]] = field(default_factory=list)  # (label, callback data) rows
 
 
 class CommandService:
@@ -81,7 +86,8 @@ class CommandService:
         digest: DigestService | None = None,
     ) -> None:
         # /digest and /stats (bot/digest.py, bot/metrics.py); by default a digest at 09:00 UTC.
-        self.digest = digest or DigestService(db, decisions.cards, policy, at=time(9, 0), tz=ZoneInfo("UTC"))
+        self.digest = digest or DigestService(db, decisions.cards, policy, at=time(9, 0), tz=ZoneInfo("UTC"),
+                                              overrides=decisions.overrides)
         self.db = db
         self.decisions = decisions
         self.policy = policy
@@ -106,7 +112,7 @@ class CommandService:
         return {
             "status": self._status, "incidents": self._incidents, "incident": self._incident, "mute": self._mute,
             "resolve": self._resolve, "killswitch": self._killswitch, "investigate": self._investigate,
-            "digest": self._digest, "stats": self._stats,
+            "digest": self._digest, "stats": self._stats, "overrides": self._overrides,
         }
 
     async def _audit(self, actor: Actor, name: str, outcome: str) -> None:
@@ -214,8 +220,32 @@ class CommandService:
         if not 1 <= days <= MAX_DAYS:
             return await self._answered(actor, "stats", "usage error",
                                         f"Usage: /stats [days] — a number of days from 1 to {MAX_DAYS} (default {STATS_DAYS})")
-        found = await compute_metrics(self.db, self.policy, until=utcnow(), days=days)
-        return await self._answered(actor, "stats", f"shown: {days} days", fit(metrics_lines(found)))
+        found = await compute_metrics(self.db, self.policy, until=utcnow(), days=days,
+                                      claude_on=self.digest.claude_on)
+        overrides = self.decisions.overrides
+        async with self.db.transaction() as tx:  # an Apply button names a recorded offer
+            offers = await overrides.offers(tx, found)
+        text = fit(metrics_lines(found, offer_lines(offers, overrides.threshold)))
+        await self._audit(actor, "stats", f"shown: {days} days")
+        return Reply(text, offer_buttons(offers))
+
+    async def _overrides(self, actor: Actor, args: str, chat_id: int) -> Reply:
+        """/overrides lists them with a Remove button each; /overrides remove <id> removes one."""
+        parts = args.split()
+        if not parts:
+            text, buttons = await self.decisions.overrides.list_html()
+            await self._audit(actor, "overrides", "shown")
+            return Reply(text, buttons)
+        usage = "Usage: /overrides, or /overrides remove &lt;id&gt;"
+        raw = parts[1].removeprefix("#") if len(parts) == 2 else ""
+        if parts[0].lower() != "remove" or not (raw.isascii() and raw.isdigit()):
+            return await self._answered(actor, "overrides", "usage error", usage)
+        override_id = parse_id(raw)
+        if override_id is None:
+            return await self._answered(actor, "overrides", "refused: invalid id (out of range)",
+                                        f"No override #{esc(raw, 40)}.")
+        outcome = await self.decisions.remove_override(actor, override_id, via="command")
+        return Reply(html.escape(outcome.answer))
 
     # -- the texts -------------------------------------------------------------------------
 
@@ -260,7 +290,11 @@ class CommandService:
         proposal = await ProposalRepository(self.db).latest_for(incident_id)
         entries = await AuditRepository(self.db).list(incident_id=incident_id)
         history = ["", "<b>History</b>"] + [_history_line(e) for e in entries[-20:]]
-        return render_card(incident, proposal=proposal, policy=self.policy, now=utcnow(), history=history).text
+        # The lines the card shows too: GlitchTip's link and counts, the GitHub issue and its link.
+        extras_of = self.decisions.cards.extras
+        extras = await extras_of(self.db, incident) if extras_of is not None else None
+        return render_card(incident, proposal=proposal, policy=self.policy, now=utcnow(), history=history,
+                           extras=extras).text
 
     async def killswitch_text(self) -> str:
         ks = await killswitch.read(self.db)

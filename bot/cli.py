@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from bot.settings import (
 
 if TYPE_CHECKING:
     from bot.redact import Redactor
+    from storage.overrides import PriorityOverride
 
 log = logging.getLogger("bot.cli")
 EXIT_BAD_INPUT = 1
@@ -130,6 +132,13 @@ def _check_files(settings: Settings) -> str | None:
             OwnerMap.load(settings.owners_file)
     except (RulesError, OwnersError) as exc:
         return f"Invalid settings:\n  {exc}"
+    if settings.claude_on:  # the spend cap counts with these prices (bot/llm/prices.py)
+        from bot.llm.prices import PricesError, load_prices
+
+        try:
+            load_prices(settings.llm_prices_file)
+        except PricesError as exc:
+            return f"Invalid settings:\n  {exc}"
     problems = _pattern_problems(settings.patterns_file)
     if not problems:
         return None
@@ -264,10 +273,6 @@ def _read_inputs(text: list[str], file: Path | None) -> list[tuple[str, str]]:
 
 
 def cmd_triage(args: argparse.Namespace) -> int:
-    from bot.ingest import PayloadError
-    from bot.ingest.loose import alerts_from_text
-    from bot.models import triage_to_dict
-    from bot.pipeline import redact_alert
     from bot.redact import Redactor
     from bot.triage import OwnerMap, RuleSet
 
@@ -281,6 +286,29 @@ def cmd_triage(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     rules = RuleSet.load(settings.rules_file)
     owners = OwnerMap.load(settings.owners_file) if settings.owners_file else None
+    overrides = _live_overrides(Path(settings.database_path))
+    if args.claude and not settings.claude_on:
+        print("remediator triage: --claude needs ANTHROPIC_API_KEY (in the environment or the .env)", file=sys.stderr)
+        return EXIT_USAGE
+    with contextlib.ExitStack() as stack:
+        claude = None
+        if args.claude:  # Claude's answer next to the rules' (bot/triage/claude.py); within the spend cap
+            from bot.triage.claude import ClaudeComparison
+
+            claude = stack.enter_context(ClaudeComparison(settings, owners, redactor.redact))
+        status = _triage_inputs(args, inputs, rules, owners, overrides, redactor, claude)
+        if claude is not None:
+            print(claude.summary(), file=sys.stderr)
+    return status
+
+
+def _triage_inputs(args: argparse.Namespace, inputs: list[tuple[str, str]], rules: Any, owners: Any,
+                   overrides: list[PriorityOverride], redactor: Redactor, claude: Any) -> int:
+    from bot.ingest import PayloadError
+    from bot.ingest.loose import alerts_from_text
+    from bot.models import triage_to_dict
+    from bot.pipeline import redact_alert
+
     status = 0
     for label, raw in inputs:
         try:
@@ -296,16 +324,56 @@ def cmd_triage(args: argparse.Namespace) -> int:
             # The alert the pipeline triages: redacted as a whole before a rule copies (and cuts) any value.
             alert = redact_alert(redactor, raw_alert)
             triage = rules.triage(alert, owners)
+            if overrides:  # the same overrides the bot applies, so the terminal and the chat agree
+                from bot.overrides import apply_override, override_text
+
+                triage = apply_override(triage, alert.project, overrides)
             # Output is redacted again (idempotent): whatever a rule or owner file adds is masked too.
             record = redactor.redact_obj({"title": alert.title, **triage_to_dict(triage)})
+            claude_record = redactor.redact_obj(claude.ask(alert, triage)) if claude is not None else None
             if args.json:
-                print(json.dumps(record, ensure_ascii=False))
+                print(json.dumps(record if claude_record is None else {**record, "claude": claude_record},
+                                 ensure_ascii=False))
             else:
                 owner = triage.owner.telegram or triage.owner.name if triage.owner else "-"
                 print(f"{record['priority']} {record['category']:<14} {record['title'][:100]}")
+                if triage.override_id is not None:
+                    print(f"   priority: {override_text(triage)}, override #{triage.override_id} (/overrides)")
                 print(f"   cause: {record['likely_cause']}")
                 print(f"   tags: {', '.join(record['tags']) or '-'} · owner: {owner} · rule: {triage.rule_id or '-'}")
+                if claude_record is not None:
+                    _print_claude(claude_record, record)
     return status
+
+
+def _print_claude(found: dict[str, Any], rules: dict[str, Any]) -> None:
+    """Claude's answer under the rules' lines, saying where the two differ."""
+    if "error" in found:
+        print(f"   claude: {found['error']}")
+        return
+    same = found["priority"] == rules["priority"] and found["category"] == rules["category"]
+    print(f"   claude: {found['priority']} {found['category']} · confidence {found['confidence']:.0%}"
+          f" · {'agrees' if same else 'differs'} · owner: {found['owner'] or '-'}")
+    print(f"   claude cause: {found['likely_cause']}")
+    print(f"   claude tags: {', '.join(found['tags']) or '-'}")
+
+
+def _live_overrides(database: Path) -> list[PriorityOverride]:
+    """The bot's priority overrides (storage/overrides.py), read-only from DATABASE_PATH. No
+    database is no overrides, silently: triaging on a laptop without the bot's database is normal.
+    A file that cannot be read is said in one line, and the rules alone are shown."""
+    if not database.is_file():
+        return []
+    import sqlite3
+
+    from storage.overrides import read_live_overrides
+
+    try:
+        return read_live_overrides(database)
+    except sqlite3.Error as exc:
+        print(f"remediator triage: DATABASE_PATH {database}: cannot read the priority overrides ({exc}); "
+              "showing the rules' triage alone", file=sys.stderr)
+        return []
 
 
 def _print_input_error(label: str, reason: str, as_json: bool) -> None:
@@ -398,7 +466,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     async def compute() -> Any:
         async with Database(settings.database_path) as db:
             return await compute_metrics(db, RolloutPolicy.from_setting(settings.rollout_stage), until=utcnow(),
-                                         days=args.days)
+                                         days=args.days, claude_on=settings.claude_on)
 
     found = asyncio.run(compute())
     if args.json:
@@ -481,7 +549,9 @@ Prints the triage the bot would make (priority, category, likely cause, tags, ow
 for each alert; sends nothing. Input: TEXT, or --file PATH (JSON lines: one alert a line,
 a JSON object or plain text), or standard input (one alert, JSON or text, or JSON lines).
 An alert is a generic alert or a GlitchTip webhook body as JSON, or plain text (the first
-line is the title, the rest the stack trace). Reads RULES_FILE, OWNERS_FILE, REDACT_PATTERNS.
+line is the title, the rest the stack trace). Reads RULES_FILE, OWNERS_FILE, REDACT_PATTERNS,
+and the bot's priority overrides from DATABASE_PATH when that file exists (read-only), so the
+terminal and the chat agree ("P0 by override from 4 corrections").
 Exit 1 when an input is bad (each named, e.g. alerts.jsonl:3), 2 when there is nothing to read."""
 
 AUDIT_HELP = """\
@@ -527,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description=TRIAGE_HELP, epilog=SETTINGS_HELP, formatter_class=formatter)
     _with_settings(triage)
     triage.add_argument("--json", action="store_true", help="one JSON object per alert (errors as {input, error})")
+    triage.add_argument("--claude", action="store_true",
+                        help="also ask Claude (needs ANTHROPIC_API_KEY; counts against LLM_DAILY_BUDGET_USD) and "
+                             "print its triage next to the rules' (JSON: a \"claude\" key)")
     triage.add_argument("--file", type=Path, metavar="PATH", help="a JSON-lines file, one alert per line")
     triage.add_argument("text", nargs="*", metavar="TEXT", help="alert JSON (GlitchTip or generic) or plain text")
     triage.set_defaults(func=cmd_triage)

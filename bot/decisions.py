@@ -20,9 +20,12 @@ from bot import killswitch
 from bot.background import BackgroundTasks
 from bot.callback_data import (
     APPROVE,
+    FILE_ISSUE,
     HELPFUL,
     INVESTIGATE,
     MUTE,
+    OVERRIDE_ACTIONS,
+    OVERRIDE_APPLY,
     PRIORITY,
     REJECT,
     RESOLVE,
@@ -32,9 +35,11 @@ from bot.callback_data import (
 )
 from bot.card_publisher import CardPublisher
 from bot.card_render import esc
+from bot.github.report_button import ReportIssueFiler
 from bot.investigate.service import Investigator
 from bot.investigate.service import vote as vote_on_report
 from bot.models import Actor, Incident, Priority, Proposal, ProposalState, utcnow
+from bot.overrides import OverrideService
 from bot.recurrence import mute_key
 from bot.resolution import Resolver, ResolveResult, resolve_incident
 from bot.rollout import RolloutPolicy
@@ -101,8 +106,12 @@ class DecisionService:
         start_action: Callable[[int, Actor], Coroutine[Any, Any, None]] | None = None,
         clock: Callable[[], datetime] = utcnow,
         investigator: Investigator | None = None,
+        overrides: OverrideService | None = None,
+        report_filer: ReportIssueFiler | None = None,
     ) -> None:
         self.db = db
+        # Priority overrides learnt from corrections (bot/overrides.py): Apply and Remove presses.
+        self.overrides = overrides or OverrideService(db, cards)
         self.cards = cards
         self.approvers = approvers
         self.policy = policy
@@ -110,6 +119,8 @@ class DecisionService:
         self.start_action = start_action
         # 🔎 Investigate's work (bot/investigate/); None: presses are only recorded.
         self.investigator = investigator
+        # 📝 File GitHub issue under a report (bot/github/report_button.py); None: GitHub is off.
+        self.report_filer = report_filer
         # "Now" for expiry and mute times: injected so tests can move time instead of sleeping.
         self.clock = clock
 
@@ -133,6 +144,8 @@ class DecisionService:
 
     async def press(self, actor: Actor, press: CardPress) -> Outcome:
         """A card button was pressed."""
+        if press.action in OVERRIDE_ACTIONS:  # its number is an offer's or an override's, not an incident's
+            return await self._override_press(actor, press)
         action_name = f"button.{press.action}"
         if not self.is_approver(actor.id):
             return await self.refuse(actor, action_name, press.incident_id)
@@ -146,7 +159,7 @@ class DecisionService:
         handler = {
             APPROVE: self._approve, REJECT: self._reject, INVESTIGATE: self._investigate,
             PRIORITY: self._priority, MUTE: self._mute_press, RESOLVE: self._resolve_press,
-            HELPFUL: self._helpful,
+            HELPFUL: self._helpful, FILE_ISSUE: self._file_issue,
         }[press.action]
         outcome = await handler(actor, press)
         await self.audit_outcome(actor, action_name, press.incident_id, outcome)
@@ -294,6 +307,13 @@ class DecisionService:
         answer = await vote_on_report(self.db, actor, press)
         return Outcome(answer.text, changed=answer.changed, audited=True)
 
+    async def _file_issue(self, actor: Actor, press: CardPress) -> Outcome:
+        """📝 File GitHub issue under an investigation report: once per incident, like Approve."""
+        if self.report_filer is None:  # a button drawn before GITHUB_TOKEN/GITHUB_REPO were removed
+            return Outcome("GitHub is not configured (GITHUB_TOKEN and GITHUB_REPO): nothing changed.")
+        filing = await self.report_filer.press(actor, press)
+        return Outcome(filing.text, changed=filing.changed, audited=True)
+
     async def _priority(self, actor: Actor, press: CardPress) -> Outcome:
         try:
             new = Priority(press.arg)
@@ -317,6 +337,30 @@ class DecisionService:
             )
             await self.cards.publish(tx, incident.id)
         return Outcome(f"Priority set to {new.value}.", changed=True, audited=True)
+
+    # -- priority overrides (any stage: they change only how the bot triages) -------------------
+
+    async def _override_press(self, actor: Actor, press: CardPress) -> Outcome:
+        if press.action == OVERRIDE_APPLY:
+            return await self.apply_override(actor, press.incident_id)
+        return await self.remove_override(actor, press.incident_id, via="button")
+
+    async def apply_override(self, actor: Actor, offer_id: int) -> Outcome:
+        """Apply under the digest or /stats: the offered rule + project gets its corrected priority."""
+        if not self.is_approver(actor.id):
+            await self.audit_refusal(actor, "override.apply", "not an approver", detail={"offer_id": offer_id})
+            return Outcome(NOT_ALLOWED, audited=True)
+        answer = await self.overrides.apply(actor, offer_id)
+        return Outcome(answer.text, changed=answer.changed, audited=True)
+
+    async def remove_override(self, actor: Actor, override_id: int, *, via: str) -> Outcome:
+        """Remove (a button under /overrides, or `/overrides remove <id>`)."""
+        if not self.is_approver(actor.id):
+            await self.audit_refusal(actor, "override.remove", "not an approver",
+                                     detail={"override_id": override_id, "via": via})
+            return Outcome(NOT_ALLOWED, audited=True)
+        answer = await self.overrides.remove(actor, override_id, via=via)
+        return Outcome(answer.text, changed=answer.changed, audited=True)
 
     async def _mute_press(self, actor: Actor, press: CardPress) -> Outcome:
         duration = MUTE_DURATIONS.get(press.arg)

@@ -18,7 +18,17 @@ from typing import Any
 
 import httpx
 
-from bot.callback_data import APPROVE, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE, CardPress, decode
+from bot.callback_data import (
+    APPROVE,
+    INVESTIGATE,
+    MUTE,
+    OVERRIDE_ACTIONS,
+    PRIORITY,
+    REJECT,
+    RESOLVE,
+    CardPress,
+    decode,
+)
 from bot.telegram_emulator import BotAPIEmulator, EmulatorEvent, StoredMessage, format_event
 
 USAGE = """\
@@ -41,7 +51,7 @@ def incident_of_buttons(markup: dict[str, Any] | None) -> int | None:
     for row in (markup or {}).get("inline_keyboard") or []:
         for button in row:
             press = decode(str(button.get("callback_data", "")))
-            if press is not None:
+            if press is not None and press.action not in OVERRIDE_ACTIONS:  # those carry an override's id
                 return press.incident_id
     return None
 

@@ -13,20 +13,23 @@ import math
 import re
 import statistics
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.card_render import esc
+from bot.card_render import esc, units
 from bot.models import Priority
 from bot.rollout import RolloutPolicy
 from storage.db import Executor
 from storage.investigations import InvestigationRepository
-from storage.metrics import FixRun, MetricsRepository, TriagedIncident
+from storage.llm import LlmUsageRepository, UsageSummary
+from storage.metrics import FixRun, MetricsRepository, Resolution, TriagedIncident
 
 # Below this many cases a share says little: the hint waits for more data instead of judging.
 MIN_SAMPLE = 20
 MAX_DAYS = 365
+NO_RULE = "(no rule)"  # the rule of incidents no rule matched, in `corrections`
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class Volume:
     actions_failed: int
     refused: dict[str, int]  # why an approved action did not start
     webhook_rejected: dict[str, int]  # by outcome (http status), as audited
+    claude: UsageSummary = field(default_factory=UsageSummary)  # Claude's calls in the window
+    claude_on: bool | None = None  # ANTHROPIC_API_KEY set; None: not known to the caller
 
     @property
     def quiet(self) -> bool:
@@ -119,7 +124,12 @@ class Volume:
                 "open_by_priority": self.open_by_priority,
                 "noisiest": [{"title": t, "events": n} for t, n in self.noisiest],
                 "actions": {"run": self.actions_run, "failed": self.actions_failed, "refused": self.refused},
-                "webhook_rejected": self.webhook_rejected}
+                "webhook_rejected": self.webhook_rejected,
+                "claude": {"configured": self.claude_on, "calls": self.claude.calls,
+                           "failed_calls": self.claude.failed_calls, "input_tokens": self.claude.input_tokens,
+                           "output_tokens": self.claude.output_tokens, "cost_usd": round(self.claude.cost_usd, 6),
+                           "by_purpose": {purpose: {"calls": calls, "cost_usd": round(cost, 6)}
+                                          for purpose, (calls, cost) in self.claude.by_purpose.items()}}}
 
 
 @dataclass(frozen=True)
@@ -132,7 +142,7 @@ class Metrics:
     accuracy_by_category: dict[str, Ratio]
     accuracy_by_source: dict[str, Ratio]
     helpfulness: Ratio
-    time_to_resolution: dict[str, Durations]  # "all" and each priority
+    time_to_resolution: dict[str, Durations]  # "all", each priority, "investigated", "not_investigated"
     false_fixes: Ratio
     intervention: Ratio
     volume: Volume
@@ -194,18 +204,39 @@ def durations(values: list[float]) -> Durations:
     return Durations(len(values), statistics.median(values) if values else None, percentile(values, 0.9))
 
 
-def time_to_resolution(resolved: list[tuple[str, float]]) -> dict[str, Durations]:
-    found = {"all": durations([s for _, s in resolved])}
+def time_to_resolution(resolved: list[Resolution]) -> dict[str, Durations]:
+    """Durations overall, by priority, and with / without an investigation report before the resolve."""
+    found = {"all": durations([r.seconds for r in resolved])}
     for priority in Priority:
-        found[priority.value] = durations([s for p, s in resolved if p == priority.value])
+        found[priority.value] = durations([r.seconds for r in resolved if r.priority == priority.value])
+    found["investigated"] = durations([r.seconds for r in resolved if r.investigated])
+    found["not_investigated"] = durations([r.seconds for r in resolved if not r.investigated])
     return found
+
+
+def usage_between(since_start: UsageSummary, since_end: UsageSummary) -> UsageSummary:
+    """Claude's calls in [start, end): those since the start less those since the end (the usage
+    repository counts from a moment on; a window in the past must not count what came after it)."""
+    purposes = set(since_start.by_purpose) | set(since_end.by_purpose)
+    by_purpose = {}
+    for purpose in sorted(purposes):
+        calls = since_start.by_purpose.get(purpose, (0, 0.0))[0] - since_end.by_purpose.get(purpose, (0, 0.0))[0]
+        cost = since_start.by_purpose.get(purpose, (0, 0.0))[1] - since_end.by_purpose.get(purpose, (0, 0.0))[1]
+        if calls:
+            by_purpose[purpose] = (calls, max(0.0, cost))
+    return UsageSummary(
+        calls=since_start.calls - since_end.calls, failed_calls=since_start.failed_calls - since_end.failed_calls,
+        input_tokens=since_start.input_tokens - since_end.input_tokens,
+        output_tokens=since_start.output_tokens - since_end.output_tokens,
+        cost_usd=max(0.0, since_start.cost_usd - since_end.cost_usd), by_purpose=by_purpose,
+    )
 
 
 def corrections(incidents: list[TriagedIncident], *, with_project: bool, limit: int = 5) -> list[Correction]:
     """The rules (or rule + project pairs) whose priority humans corrected most, with the direction."""
     groups: dict[tuple[str, str | None], list[TriagedIncident]] = {}
     for incident in incidents:
-        key = (incident.rule_id or "(no rule)", incident.project if with_project else None)
+        key = (incident.rule_id or NO_RULE, incident.project if with_project else None)
         groups.setdefault(key, []).append(incident)
     found: list[Correction] = []
     for (rule_id, project), group in groups.items():
@@ -270,8 +301,10 @@ def window(until: datetime, days: int) -> tuple[datetime, datetime]:
     return until - timedelta(days=days), until
 
 
-async def compute_metrics(db: Executor, policy: RolloutPolicy, *, until: datetime, days: int) -> Metrics:
-    """Every figure over the `days` days before `until` (open counts are as of now)."""
+async def compute_metrics(db: Executor, policy: RolloutPolicy, *, until: datetime, days: int,
+                          claude_on: bool | None = None) -> Metrics:
+    """Every figure over the `days` days before `until` (open counts are as of now). `claude_on`:
+    whether ANTHROPIC_API_KEY is set, so "no Claude calls" can say why."""
     since, until = window(until, days)
     repo = MetricsRepository(db)
     triaged = await repo.triaged(since, until)
@@ -286,6 +319,8 @@ async def compute_metrics(db: Executor, policy: RolloutPolicy, *, until: datetim
         resolved=len(resolved), open_by_priority=await repo.open_by_priority(),
         noisiest=await repo.noisiest(since, until), actions_run=run, actions_failed=failed, refused=refused,
         webhook_rejected=webhook_rejections(await repo.audit_outcomes("webhook.rejected", since, until)),
+        claude=usage_between(await LlmUsageRepository(db).summary(since), await LlmUsageRepository(db).summary(until)),
+        claude_on=claude_on,
     )
     up, down = await InvestigationRepository(db).helpfulness(since)
     figures = {
@@ -327,7 +362,7 @@ def figure_line(name: str, ratio: Ratio) -> str:
 def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "—"
-    minutes = seconds / 60
+    minutes = round(seconds) / 60  # whole seconds: julianday arithmetic makes 2 h 7199.9999 s
     if minutes < 120:
         return f"{minutes:.0f}m"
     hours = minutes / 60
@@ -348,14 +383,25 @@ def quality_lines(m: Metrics) -> list[str]:
     if m.accuracy_by_source:
         lines.append("  by triage source: " + ", ".join(f"{esc(k, 30)} {pct(v)} ({v.hits}/{v.total})"
                                                         for k, v in m.accuracy_by_source.items()))
-    ttr = m.time_to_resolution
-    if ttr["all"].count:
-        by_priority = ", ".join(f"{p.value} {duration_text(ttr[p.value].median_s)}" for p in Priority
-                                if ttr[p.value].count)
-        lines.append(f"• Time to resolution: median {duration_text(ttr['all'].median_s)}, "
-                     f"p90 {duration_text(ttr['all'].p90_s)} ({ttr['all'].count} resolved; median {by_priority})")
-    else:
-        lines.append("• Time to resolution: nothing resolved")
+    lines += resolution_lines(m.time_to_resolution)
+    return lines
+
+
+def _median_p90(d: Durations) -> str:
+    return f"{duration_text(d.median_s)}/{duration_text(d.p90_s)}"
+
+
+def resolution_lines(ttr: dict[str, Durations]) -> list[str]:
+    """Median and p90 overall, by priority, and with / without an investigation."""
+    if not ttr["all"].count:
+        return ["• Time to resolution: nothing resolved"]
+    by_priority = ", ".join(f"{p.value} {_median_p90(ttr[p.value])}" for p in Priority if ttr[p.value].count)
+    lines = [f"• Time to resolution: median {duration_text(ttr['all'].median_s)}, "
+             f"p90 {duration_text(ttr['all'].p90_s)} ({ttr['all'].count} resolved)",
+             f"  by priority (median/p90): {by_priority}"]
+    with_report, without = ttr["investigated"], ttr["not_investigated"]
+    lines.append(f"  with an investigation: {_median_p90(with_report)} ({with_report.count}); "
+                 f"without: {_median_p90(without)} ({without.count})")
     return lines
 
 
@@ -368,11 +414,24 @@ def volume_lines(v: Volume) -> list[str]:
     if v.refused:
         actions += ", refused: " + ", ".join(f"{esc(why, 60)} {n}" for why, n in list(v.refused.items())[:5])
     lines.append(actions)
+    lines.append(claude_line(v))
     if v.webhook_rejected:
         total = sum(v.webhook_rejected.values())
         lines.append(f"• Webhook alerts rejected: {total} ("
                      + ", ".join(f"{esc(k, 30)} {n}" for k, n in list(v.webhook_rejected.items())[:5]) + ")")
     return lines
+
+
+def claude_line(v: Volume) -> str:
+    """Claude's calls and their estimated cost; without any, why not when the reason is known."""
+    c = v.claude
+    if not c.calls:
+        if v.claude_on is False:
+            return "• Claude: no calls (no ANTHROPIC_API_KEY: rules triage, offline investigations)"
+        return "• Claude: no calls"
+    failed = f", {c.failed_calls} failed" if c.failed_calls else ""
+    purposes = ", ".join(f"{esc(purpose, 30)} {calls}" for purpose, (calls, _cost) in c.by_purpose.items())
+    return f"• Claude: {c.calls} call{'s' if c.calls != 1 else ''}{failed}, ${c.cost_usd:.2f} ({purposes})"
 
 
 def correction_lines(m: Metrics) -> list[str]:
@@ -384,24 +443,27 @@ def correction_lines(m: Metrics) -> list[str]:
     return lines
 
 
-def metrics_lines(m: Metrics) -> list[str]:
-    """/stats: the whole picture for the window."""
+def metrics_lines(m: Metrics, offers: Sequence[str] = ()) -> list[str]:
+    """/stats: the whole picture for the window; `offers`: the overrides it offers to apply
+    (bot/overrides.py), under the corrections they come from."""
     head = f"📈 <b>Metrics</b>, last {m.days} day{'s' if m.days != 1 else ''} (stage {esc(m.stage)})"
     return [head, "<b>Quality</b>", *quality_lines(m), "<b>Volume</b>", *volume_lines(m.volume),
-            *correction_lines(m), f"➡️ {esc(m.hint, 400)}"]
+            *correction_lines(m), *offers, f"➡️ {esc(m.hint, 400)}"]
 
 
 def fit(lines: list[str], limit: int = 4000) -> str:
     """Join whole lines up to Telegram's limit (4096, with room to spare): each line is complete HTML,
-    so dropping lines from the end keeps the message valid."""
+    so dropping lines from the end keeps the message valid. Counted in UTF-16 units, as Telegram
+    counts (an emoji is two), on the HTML, which is never shorter than the text a user sees."""
     kept: list[str] = []
     size = 0
     for line in lines:
-        if size + len(line) + 1 > limit - 2:
+        length = units(line)
+        if size + length + 1 > limit - 2:
             kept.append("…")
             break
         kept.append(line)
-        size += len(line) + 1
+        size += length + 1
     return "\n".join(kept)
 
 

@@ -97,6 +97,12 @@ class Triage:
     rule_id: str | None = None  # which rule matched, None when none did
     source: str = "rules"  # "rules" | "claude"
     note: str | None = None  # e.g. "Claude unavailable, rules used"
+    # Set when a priority override (bot/overrides.py) replaced `priority`: what triage itself said
+    # (stored as the incident's original priority, so the metrics still judge the rules), the
+    # override's id and the human corrections it rests on (the card says "P0 by override from 4 corrections").
+    priority_before_override: Priority | None = None
+    override_id: int | None = None
+    override_corrections: int | None = None
 
 
 def utcnow() -> datetime:
@@ -108,6 +114,11 @@ def triage_to_dict(triage: Triage) -> dict[str, Any]:
     data["priority"] = triage.priority.value
     data["category"] = triage.category.value
     data["tags"] = list(triage.tags)
+    if triage.priority_before_override is None:  # no override: the dict stays as it always was
+        for key in ("priority_before_override", "override_id", "override_corrections"):
+            del data[key]
+    else:
+        data["priority_before_override"] = triage.priority_before_override.value
     return data
 
 
@@ -123,6 +134,10 @@ def triage_from_dict(data: dict[str, Any]) -> Triage:
         rule_id=data.get("rule_id"),
         source=data.get("source", "rules"),
         note=data.get("note"),
+        priority_before_override=Priority(data["priority_before_override"])
+        if data.get("priority_before_override") else None,
+        override_id=data.get("override_id"),
+        override_corrections=data.get("override_corrections"),
     )
 
 

@@ -27,6 +27,7 @@ from bot.card_publisher import CardPublisher
 from bot.card_render import esc, test_notification_text
 from bot.ingest import ParsedPayload, PayloadError, parse_payload
 from bot.models import Alert, AlertKind, Incident, Triage, utcnow
+from bot.overrides import with_override
 from bot.recurrence import check_recurrence, has_fix_watches, muted_until
 from bot.redact import Redactor
 from bot.resolution import MONITOR_BACK_UP, ResolveResult, is_monitor_fingerprint, resolve_incident
@@ -50,6 +51,16 @@ class Proposer(Protocol):
     async def propose(
         self, tx: Executor, incident_id: int, alert: Alert, triage: Triage
     ) -> tuple[int, bool] | None: ...
+
+
+class SecondOpinion(Protocol):
+    """Triage asked of Claude after the incident is recorded (bot/triage/claude.py)."""
+
+    def wanted(self, alert: Alert) -> bool: ...
+
+    async def hold(self, tx: Executor, incident_id: int) -> None: ...
+
+    def start(self, incident_ids: list[int]) -> None: ...
 
 
 class Tracker(Protocol):
@@ -128,6 +139,7 @@ class PipelineWorker(WakeableLoop):
         row_budget_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         tracker: Tracker | None = None,
+        second_opinion: SecondOpinion | None = None,
     ) -> None:
         super().__init__()
         self.db = db
@@ -147,6 +159,8 @@ class PipelineWorker(WakeableLoop):
         self.row_budget_s = row_budget_s
         self.clock = clock
         self.tracker = tracker  # GlitchTip's API when configured: richer first cards, links, comebacks
+        # Claude's triage (ANTHROPIC_API_KEY): asked in the background after the commit, never waited on here.
+        self.second_opinion = second_opinion
         self._handed_over: dict[int, ParsedPayload] = {}
         self._cpu = ThreadPoolExecutor(1, thread_name_prefix="pipeline-cpu")
         self._summary_due: float | None = None  # when the current storm's summary is due
@@ -345,6 +359,8 @@ class PipelineWorker(WakeableLoop):
             except Exception as exc:
                 raise _ChunkFailed(prepared[start:position], exc) from exc
             self.on_committed()
+            if batch.second_opinion and self.second_opinion is not None:
+                self.second_opinion.start(batch.second_opinion)  # the incidents are committed: Claude may read them
             # Started only after the commit: the approval is recorded before the action runs.
             for proposal_id in batch.auto_approved:
                 if self.on_auto_approved is not None:
@@ -480,6 +496,9 @@ class PipelineWorker(WakeableLoop):
         if opened is None:
             raise NotPrepared("the incident this alert belonged to changed while it was processed; retrying")
         alert, triage = opened
+        # The one place a new incident's triage is settled: a priority override learnt from human
+        # corrections of this rule in this project replaces the rules' priority (kept as the original).
+        triage = await with_override(tx, triage, alert.project)
         known = changes.resolved_id(alert.fingerprint)
         regression_of: int | None = (
             await incidents.latest_resolved_id(alert.fingerprint) if known is _UNKNOWN else known  # type: ignore[assignment]
@@ -498,13 +517,17 @@ class PipelineWorker(WakeableLoop):
         await AuditRepository(tx).record(
             "incident.regression" if regression_of else "incident.opened", "opened", incident_id=incident.id,
             detail={"priority": triage.priority.value, "category": triage.category.value, "rule": triage.rule_id,
-                    "fingerprint": alert.fingerprint},
+                    "fingerprint": alert.fingerprint, "override": triage.override_id},
         )
         if self.proposer is not None:
             proposed = await self.proposer.propose(tx, incident.id, alert, triage)
             if proposed is not None and proposed[1]:
                 changes.auto_approved.append(proposed[0])
-        if not held_back:
+        if not held_back and self.second_opinion is not None and self.second_opinion.wanted(alert):
+            # Its first card waits (briefly) for Claude's triage: published by the second opinion.
+            await self.second_opinion.hold(tx, incident.id)
+            changes.second_opinion.append(incident.id)
+        elif not held_back:
             changes.dirty.add(incident.id)
         changes.created += 1
 
@@ -592,6 +615,7 @@ class _Batch:
     watching: bool = False
     created: int = 0  # new incidents in this transaction
     opening: dict[str, tuple[Alert, Triage]] = dataclasses.field(default_factory=dict)  # prepared off the loop
+    second_opinion: list[int] = dataclasses.field(default_factory=list)  # new incidents Claude triages after commit
 
     def child(self) -> _Batch:
         return _Batch(parent=self, watching=self.watching)
@@ -622,4 +646,5 @@ class _Batch:
         self.recurrence_checked |= child.recurrence_checked
         self.auto_approved += child.auto_approved
         self.created += child.created
+        self.second_opinion += child.second_opinion
 

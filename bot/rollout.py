@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from bot.callback_data import APPROVE, HELPFUL, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE
+from bot.callback_data import APPROVE, FILE_ISSUE, HELPFUL, INVESTIGATE, MUTE, PRIORITY, REJECT, RESOLVE
 from bot.proposals import ProposalKind
 
 
@@ -38,6 +38,7 @@ STAGE_NAMES = {
 _BUTTON_STAGE = {
     PRIORITY: Stage.MONITOR, APPROVE: Stage.TRIAGE, REJECT: Stage.TRIAGE, MUTE: Stage.TRIAGE,
     RESOLVE: Stage.TRIAGE, INVESTIGATE: Stage.INVESTIGATE, HELPFUL: Stage.INVESTIGATE,
+    FILE_ISSUE: Stage.INVESTIGATE,  # under an investigation report, whatever the card proposes
 }
 # The stage a kind of proposal may be made, approved and started at.
 _KIND_STAGE = {ProposalKind.ACKNOWLEDGE: Stage.TRIAGE, ProposalKind.PATTERN: Stage.AUTO_FIX,

@@ -31,7 +31,8 @@ _HOST_NAME_RE = re.compile(r"[A-Za-z0-9_:][A-Za-z0-9_.:-]{0,252}")
 ENV_FILE_VARIABLE = "REMEDIATOR_ENV_FILE"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Settings that name a file or directory: relative ones in a `.env` are relative to that file.
-_PATH_SETTINGS = ("database_path", "rules_file", "patterns_file", "owners_file", "repo_path")
+_PATH_SETTINGS = ("database_path", "rules_file", "patterns_file", "owners_file", "repo_path",
+                  "llm_prices_file")
 
 
 class SettingsError(Exception):
@@ -77,11 +78,22 @@ class Settings(BaseSettings):
     # Seconds of CPU work (parse, redact, triage) one alert may take before it counts as a failed attempt.
     pipeline_row_budget_s: float = Field(10.0, gt=0)
     inbox_retention_days: float = Field(7.0, gt=0)
+    # A rule + project whose priority people corrected the same way this often gets an Apply button
+    # (a priority override) under the digest and /stats (bot/overrides.py).
+    override_after_corrections: int = Field(3, ge=1)
     log_level: str = "INFO"
 
     # Integrations (all optional: everything works offline)
     anthropic_api_key: SecretStr | None = None
-    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_model: str = "claude-sonnet-5-5"
+    # Claude (on when ANTHROPIC_API_KEY is set; bot/llm/): every call goes through the spend cap.
+    anthropic_base_url: str | None = None  # another endpoint (a proxy, a gateway); unset: Anthropic's API
+    anthropic_triage_model: str | None = None  # unset: ANTHROPIC_MODEL (a cheaper one is usually enough)
+    anthropic_investigate_model: str | None = None  # unset: ANTHROPIC_MODEL
+    anthropic_timeout_s: float = Field(30.0, gt=0)  # one call, whole answer
+    llm_daily_budget_usd: float = Field(5.0, ge=0)  # Claude stops for the day once today's calls cost this
+    llm_prices_file: Path | None = None  # USD per million tokens per model; unset: bot/llm/prices.toml
+    claude_triage_wait_s: float = Field(3.0, ge=0)  # the first card waits at most this for Claude's triage
     glitchtip_url: str | None = None
     glitchtip_token: SecretStr | None = None
     # GlitchTip's API (on when GLITCHTIP_URL and GLITCHTIP_TOKEN are both set; bot/glitchtip/):
@@ -98,6 +110,12 @@ class Settings(BaseSettings):
     repo_path: Path | None = None
     # 🔎 Investigate (bot/investigate/): a commit that changed a crashing line this recently is the suspect.
     investigate_suspect_days: float = Field(7.0, gt=0)
+    # With ANTHROPIC_API_KEY, Claude's tool-use loop per investigation stops at the first limit reached
+    # (then the report is the key-free one, marked "Claude unavailable: …"); LLM_DAILY_BUDGET_USD applies too.
+    investigate_max_steps: int = Field(12, ge=1, le=100)  # Claude's answers (each may call tools)
+    investigate_max_seconds: float = Field(180.0, gt=0)  # wall time of the whole loop
+    investigate_max_tokens: int = Field(300_000, ge=1000)  # input + output tokens over the loop
+    investigate_max_cost_usd: float = Field(1.0, gt=0)  # estimated cost of the loop (LLM_PRICES_FILE)
 
     # Scheduler
     digest_time: time = time(9, 0)
@@ -205,6 +223,20 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.strip().rstrip("/")
 
+    @field_validator("anthropic_base_url")
+    @classmethod
+    def _anthropic_base(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value.strip()):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.strip().rstrip("/")
+
+    @property
+    def claude_on(self) -> bool:
+        """Claude (triage, investigations) is asked only with an API key."""
+        return bool(self.anthropic_api_key and self.anthropic_api_key.get_secret_value())
+
     @property
     def github_on(self) -> bool:
         """GitHub issues are proposed and filed only with both a token and a repository."""
@@ -255,6 +287,8 @@ _HINTS = {
     "log_level": "one of " + ", ".join(LOG_LEVELS),
     "glitchtip_url": "GlitchTip's base URL, e.g. https://glitchtip.example.com",
     "github_repo": "the repository issues are filed in, as owner/name, e.g. acme/api",
+    "anthropic_base_url": "an http(s) URL, e.g. https://api.anthropic.com (unset: Anthropic's API)",
+    "llm_daily_budget_usd": "a number of US dollars, e.g. 5 (0: no Claude calls at all)",
     "github_api_url": "GitHub's API URL: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise",
 }
 
@@ -389,7 +423,7 @@ def check_for_run(settings: Settings) -> None:
         if not re.fullmatch(r"\d+:[A-Za-z0-9_-]{20,}", token):
             problems.append("  TELEGRAM_BOT_TOKEN: does not look like a bot token — needs the token "
                             "@BotFather gave, like 123456789:AAE...")
-    for name in ("rules_file", "patterns_file", "owners_file"):
+    for name in ("rules_file", "patterns_file", "owners_file", "llm_prices_file"):
         path = getattr(settings, name)
         if path is not None and not Path(path).is_file():
             problems.append(f"  {name.upper()}: no such file {path}")

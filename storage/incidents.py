@@ -105,7 +105,8 @@ class IncidentRepository:
                 alert.fingerprint, alert.source, alert.kind.value, alert.title, alert.message, alert.level,
                 alert.project, alert.environment, alert.release, alert.server, alert.url, alert.stacktrace,
                 alert.external_id, json.dumps(alert.tags), alert.count, to_db(now), to_db(now),
-                triage.priority.value, triage.priority.value, triage.category.value,
+                triage.priority.value, (triage.priority_before_override or triage.priority).value,
+                triage.category.value,
                 json.dumps(triage_to_dict(triage)), regression_of, chat_id, int(card_deferred),
             ),
         )

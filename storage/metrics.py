@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from bot.proposals import ProposalKind
 from storage.db import Executor
-from storage.timefmt import to_db
+from storage.timefmt import from_db, to_db
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class TriagedIncident:
     priority: str  # now (after any correction)
     priority_original: str  # as triaged
     category: str
-    source: str  # the triage source: rules (Claude once it exists)
+    source: str  # who triaged it: rules | claude (incidents.triage_source, migration 008)
     rule_id: str | None
     project: str | None
     regression: bool
@@ -37,6 +37,25 @@ class FixRun:
     recurred: bool
 
 
+class Resolution(NamedTuple):
+    """An incident resolved in the window: its priority now, seconds from first alert to resolve,
+    and whether an investigation report was delivered before it was resolved."""
+
+    priority: str
+    seconds: float
+    investigated: bool
+
+
+@dataclass(frozen=True)
+class DayIncident:
+    """An incident as the digest's chart counts it (bot/chart.py): when it was first seen, its
+    priority now, and whether a human corrected its priority."""
+
+    first_seen: datetime
+    priority: str
+    corrected: bool
+
+
 class MetricsRepository:
     def __init__(self, db: Executor) -> None:
         self.db = db
@@ -44,7 +63,7 @@ class MetricsRepository:
     async def triaged(self, since: datetime, until: datetime) -> list[TriagedIncident]:
         rows = await self.db.fetchall(
             "SELECT i.id, i.priority, i.priority_original, i.category, i.project, i.regression_of, "
-            "COALESCE(json_extract(i.triage_json, '$.source'), 'rules') AS triage_source, "
+            "i.triage_source AS triage_source, "
             "json_extract(i.triage_json, '$.rule_id') AS rule_id, "
             "(SELECT c.corrected FROM priority_corrections c WHERE c.incident_id = i.id "
             " ORDER BY c.id DESC LIMIT 1) AS corrected_to, "
@@ -59,14 +78,27 @@ class MetricsRepository:
             for r in rows
         ]
 
-    async def resolutions(self, since: datetime, until: datetime) -> list[tuple[str, float]]:
-        """(priority now, seconds from first alert to resolve) of incidents resolved in the window."""
+    async def day_incidents(self, since: datetime, until: datetime) -> list[DayIncident]:
+        """Incidents first seen in the window, for the per-day chart (binned by local day in Python)."""
         rows = await self.db.fetchall(
-            "SELECT priority, (julianday(resolved_at) - julianday(first_seen)) * 86400.0 AS seconds "
-            "FROM incidents WHERE status = 'resolved' AND resolved_at >= ? AND resolved_at < ? ORDER BY id",
+            "SELECT i.first_seen, i.priority, "
+            "EXISTS (SELECT 1 FROM priority_corrections c WHERE c.incident_id = i.id) AS corrected "
+            "FROM incidents i WHERE i.first_seen >= ? AND i.first_seen < ? ORDER BY i.id",
             (to_db(since), to_db(until)),
         )
-        return [(r["priority"], max(0.0, float(r["seconds"]))) for r in rows]
+        return [DayIncident(_moment(r["first_seen"]), r["priority"], bool(r["corrected"])) for r in rows]
+
+    async def resolutions(self, since: datetime, until: datetime) -> list[Resolution]:
+        """Incidents resolved in the window. "Investigated": a report was delivered (state 'done')
+        before the resolve; one asked for but failed, or finished after, did not help resolve it."""
+        rows = await self.db.fetchall(
+            "SELECT i.priority, (julianday(i.resolved_at) - julianday(i.first_seen)) * 86400.0 AS seconds, "
+            "EXISTS (SELECT 1 FROM investigations v WHERE v.incident_id = i.id AND v.state = 'done' "
+            " AND v.finished_at <= i.resolved_at) AS investigated "
+            "FROM incidents i WHERE i.status = 'resolved' AND i.resolved_at >= ? AND i.resolved_at < ? ORDER BY i.id",
+            (to_db(since), to_db(until)),
+        )
+        return [Resolution(r["priority"], max(0.0, float(r["seconds"])), bool(r["investigated"])) for r in rows]
 
     async def open_by_priority(self) -> dict[str, int]:
         rows = await self.db.fetchall("SELECT priority, COUNT(*) AS n FROM incidents WHERE status = 'open' GROUP BY priority")
@@ -107,3 +139,10 @@ class MetricsRepository:
                    bool(r["recurred"]))
             for r in rows
         ]
+
+
+def _moment(value: str) -> datetime:
+    """A NOT NULL timestamp column."""
+    moment = from_db(value)
+    assert moment is not None
+    return moment

@@ -89,6 +89,30 @@ async def test_incident_shows_the_card_with_its_history(services: Services):
                                              ("command./incident", "not found", APPROVER)]
 
 
+async def test_incident_shows_the_glitchtip_counts_and_the_github_issue_the_card_shows(services: Services):
+    from types import SimpleNamespace
+
+    from bot.app import card_extras_source
+    from bot.glitchtip.details import IssueDetails
+    from storage.github import GitHubIssueRepository
+    from storage.glitchtip import GlitchTipRepository
+
+    # Wired as bot/app.py wires it with GLITCHTIP_URL/GLITCHTIP_TOKEN and GITHUB_TOKEN/GITHUB_REPO set.
+    services.cards.extras = card_extras_source(SimpleNamespace(glitchtip_api_on=True, github_on=True))  # type: ignore[arg-type]
+    incident_id, _ = await services.open_incident()
+    async with services.db.transaction() as tx:
+        await GlitchTipRepository(tx).add_link(incident_id, "issue", "77", None)
+        await GlitchTipRepository(tx).store_details(incident_id, IssueDetails(status="unresolved", count=1234).to_dict())
+        await GitHubIssueRepository(tx).request_issue(incident_id, "acme/api", None, "Ann")
+        await GitHubIssueRepository(tx).mark_filed(incident_id, 7, "https://github.com/acme/api/issues/7", None,
+                                                   found_existing=False)
+    shown = await run(services, f"/incident {incident_id}")
+    assert shown is not None
+    assert "×1,234 in GlitchTip" in shown
+    assert 'GitHub issue <a href="https://github.com/acme/api/issues/7">acme/api#7</a>' in shown
+    assert "<b>History</b>" in shown
+
+
 @pytest.mark.parametrize(("text", "usage"), [
     ("/incident", "Usage: /incident &lt;id&gt;"),
     ("/incident abc", "Usage: /incident &lt;id&gt;"),

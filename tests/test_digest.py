@@ -8,14 +8,18 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from bot.digest import LAST_SENT_KEY, DigestService, digest_trigger, due_date
+from bot.card_publisher import visible_units
+from bot.chart import CHART_HEIGHT, CHART_WIDTH
+from bot.digest import LAST_SENT_KEY, DigestService, digest_trigger, digest_with_chart, due_date
 from bot.models import Alert, AlertKind, Category, Priority, Triage
 from bot.telegram_emulator import parse_html, utf16_len
 from storage.audit import AuditRepository
 from storage.db import Database
 from storage.incidents import IncidentRepository
 from storage.kv import KeyValueRepository
-from tests.conftest import APPROVER, CHAT_ID, STRANGER, Harness, Services
+from storage.outbox import OutboxRepository
+from tests.conftest import APPROVER, CHAT_ID, STRANGER, Harness, Services, glitchtip_sample
+from tests.test_chart import png_size
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NINE = time(9, 0)
@@ -127,8 +131,10 @@ async def test_digest_and_stats_commands_through_the_emulator(start_app: Callabl
     reply = await h.command("/stats 7")
     assert "Metrics" in reply.plain_text and "last 7 days" in reply.plain_text
     assert "Triage accuracy" in reply.plain_text and "Next stage" in reply.plain_text
+    assert "Claude: no calls (no ANTHROPIC_API_KEY" in reply.plain_text
     digest = await h.command("/digest")
     assert "quiet day" in digest.plain_text
+    assert digest.media is None and h.emu.call_count("sendPhoto") == 0  # a quiet day: no chart
     usage = await h.command("/stats lots")
     assert "Usage: /stats [days]" in usage.plain_text
     refused = await h.command("/stats", user_id=STRANGER)
@@ -154,3 +160,62 @@ async def test_the_app_schedules_the_digest_and_catches_up_once_at_start(
     await second.emu.wait_for(lambda: any("igest" in m.plain_text for m in second.cards()), timeout=10)
     await second.command("/status")  # a round trip: anything else queued would have been sent by now
     assert len([m for m in second.cards() if "igest" in m.plain_text]) == 1
+
+
+async def _busy_day(services: Services, hostile: str = "", n: int = 40) -> datetime:
+    now = datetime.now(UTC)
+    async with services.db.transaction() as tx:
+        for i in range(n):
+            alert = Alert(source="generic", kind=AlertKind.ERROR, title=f"{hostile} {i}", fingerprint=f"f{i}",
+                          project=f"<proj>{i}", count=i + 1)
+            triage = Triage(priority=list(Priority)[i % 4], category=Category.CODE, likely_cause="?",
+                            rule_id=f"<rule{i}>")
+            incident = await IncidentRepository(tx).create(alert, triage, now - timedelta(hours=1 + 30 * (i % 3)),
+                                                           CHAT_ID, None)
+            await services.decisions.cards.publish(tx, incident.id)
+    return now
+
+
+async def test_a_busy_day_sends_the_chart_with_the_day_as_caption_then_the_rest(services: Services) -> None:
+    now = await _busy_day(services, "TimeoutError: upstream", n=9)
+    digest = DigestService(services.db, services.cards, services.policy, at=NINE, tz=BERLIN, clock=lambda: now)
+    await digest.send_now()
+    photo, message = [i for i in await services.queued() if i.incident_id is None]
+    assert photo.payload["file"] == {"kind": "photo", "filename": f"digest-{now.astimezone(BERLIN).date()}.png"}
+    stored = await OutboxRepository(services.db).file(photo.id)
+    assert stored is not None and png_size(stored.content) == (CHART_WIDTH, CHART_HEIGHT)
+    caption, text = photo.payload["text"], message.payload["text"]
+    assert "Daily digest" in caption and "Last 24 hours" in caption and "New 3" in caption  # 3 of 9 in 24 h
+    assert "Last 7 days" in text and "Triage accuracy" in text and "Last 24 hours" not in text
+    assert "• Claude: no calls" in caption and "Time to resolution: nothing resolved" in text
+    assert "continued" in text
+
+
+async def test_the_caption_and_the_message_stay_valid_html_within_telegrams_limits(services: Services) -> None:
+    hostile = "<script>alert('x')</script> & </b> " + "ä" * 400 + "😀" * 50
+    now = await _busy_day(services, hostile)
+    digest = DigestService(services.db, services.cards, services.policy, at=NINE, tz=ZoneInfo("UTC"),
+                           clock=lambda: now)
+    day, week, today = await digest._figures()
+    caption, text = digest_with_chart(day, week, today)
+    for html_text, limit in ((caption, 1024), (text, 4096)):
+        plain, _ = parse_html(html_text)  # raises on invalid Telegram HTML
+        assert utf16_len(plain) <= limit and "<script>" not in html_text
+    assert visible_units(caption) <= 1024 and "Daily digest" in caption
+    assert "Noisiest" in caption + text  # a line the caption could not hold moved to the message, not lost
+
+
+async def test_digest_command_sends_the_chart_and_the_message_through_the_emulator(
+    start_app: Callable[..., Awaitable[Harness]],
+) -> None:
+    h: Harness = await start_app()
+    await h.post("glitchtip", glitchtip_sample("issue_alert_batch.json"))
+    cards = await h.wait_cards(3)
+    h.emu.send_user_message(CHAT_ID, APPROVER, "/digest")
+    photo = await h.emu.wait_for(lambda: next((m for m in h.cards() if m.media is not None), None), timeout=20)
+    rest = await h.emu.wait_for(lambda: next((m for m in h.cards() if "continued" in m.plain_text), None))
+    assert photo.media.kind == "photo" and png_size(photo.media.content) == (CHART_WIDTH, CHART_HEIGHT)
+    assert "Daily digest" in photo.plain_text and f"New {len(cards)}" in photo.plain_text
+    assert "Claude: no calls (no ANTHROPIC_API_KEY" in photo.plain_text  # the day's Claude calls, and why none
+    assert "Last 7 days" in rest.plain_text and photo.message_id < rest.message_id  # the chart first
+    assert h.emu.call_count("sendPhoto", ok=True) == 1

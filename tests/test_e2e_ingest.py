@@ -32,7 +32,9 @@ async def test_glitchtip_alert_becomes_a_card(start_app):
     assert any("Approve" in t for t in labels) and any("Reject" in t for t in labels)
     assert [t.replace("• ", "") for t in labels if t.replace("• ", "") in {"P0", "P1", "P2", "P3"}] == [
         "P0", "P1", "P2", "P3"]
-    incident = await IncidentRepository(h.app.db).get(1)
+    # The sender records the message id just after Telegram answered: a moment after the chat shows it.
+    incident = await eventually(lambda: IncidentRepository(h.app.db).get(1),
+                                lambda found: found is not None and found.card_message_id is not None)
     assert incident is not None and incident.card_message_id == card.message_id
 
 

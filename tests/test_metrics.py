@@ -20,6 +20,7 @@ from bot.metrics import (
     fit,
     metrics_lines,
     percentile,
+    plain_text,
     rollout_hint,
 )
 from bot.models import Alert, AlertKind, Category, Priority, ProposalState, Triage, utcnow
@@ -29,6 +30,8 @@ from bot.telegram_emulator import parse_html
 from storage.audit import AuditRepository
 from storage.db import Database
 from storage.incidents import IncidentRepository
+from storage.investigations import InvestigationRepository
+from storage.llm import LlmUsageRepository
 from storage.proposals import ProposalRepository
 
 STAGE_2 = RolloutPolicy(Stage.TRIAGE)
@@ -230,13 +233,98 @@ def test_stats_cli_prints_the_same_figures(tmp_path: Path, monkeypatch: pytest.M
     asyncio.run(seed())
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATABASE_PATH", str(path))
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     assert cli.main(["stats", "--days", "7", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found["figures"]["triage_accuracy"] == {"hits": 3, "total": 6, "value": 0.5, "target": "> 90%",
                                                    "met": False}
     assert found["figures"]["helpfulness"]["value"] is None
     assert found["volume"]["webhook_rejected"] == {"http 422": 7, "http 413": 1}
+    assert found["volume"]["claude"] == {"configured": False, "calls": 0, "failed_calls": 0, "input_tokens": 0,
+                                         "output_tokens": 0, "cost_usd": 0, "by_purpose": {}}
+    assert found["time_to_resolution"]["not_investigated"]["count"] == 3
     assert cli.main(["stats"]) == 0
     out = capsys.readouterr().out
     assert "Triage accuracy: 50% (3/6; target > 90%) ❌ misses" in out
     assert "redis_down in billing-api: corrected to P0 in 2 of 3" in out
+    assert "Claude: no calls (no ANTHROPIC_API_KEY" in out
+    assert "with an investigation: —/— (0); without: 30m/2.0h (3)" in out
+
+
+async def _resolved(db: Database, name: str, *, priority: Priority, took: timedelta, at: datetime,
+                    investigation: str | None) -> int:
+    """An incident resolved at `at` after `took`; `investigation`: "done" (its report delivered now,
+    before `at`), "failed", "after" (delivered after the resolve) or None (never asked)."""
+    incident_id = await _incident(db, name, at=at - took, rule=None, project="jobs", priority=priority,
+                                  category=Category.CODE, count=1)
+    if investigation is not None:
+        repo = InvestigationRepository(db)
+        run = await repo.create(incident_id, "Ann", 1, "button")
+        assert run is not None and await repo.start(run)
+        if investigation == "failed":
+            await repo.fail(run, "no repository")
+        else:
+            await repo.finish(run, "<b>report</b>")
+    await IncidentRepository(db).resolve(incident_id, "Ann", at)
+    return incident_id
+
+
+async def test_time_to_resolution_with_and_without_an_investigation(db: Database) -> None:
+    soon = utcnow() + timedelta(minutes=1)  # resolves after the reports, which are stamped "now"
+    hour = timedelta(hours=1)
+    await _resolved(db, "x", priority=Priority.P0, took=hour, at=soon, investigation="done")
+    await _resolved(db, "y", priority=Priority.P1, took=3 * hour, at=soon, investigation="done")
+    await _resolved(db, "z", priority=Priority.P1, took=hour / 2, at=soon, investigation="failed")
+    await _resolved(db, "w", priority=Priority.P2, took=2 * hour, at=soon, investigation=None)
+    # Resolved 5 minutes before its report came: the report did not help resolve it.
+    await _resolved(db, "u", priority=Priority.P2, took=timedelta(minutes=5), at=utcnow() - timedelta(minutes=5),
+                    investigation="after")
+    m = await compute_metrics(db, STAGE_2, until=utcnow() + timedelta(minutes=2), days=7)
+    ttr = m.time_to_resolution
+    # With: 1 h, 3 h -> median 2 h, p90 (nearest rank 2 of 2) 3 h. Without: 5 m, 30 m, 2 h.
+    assert (ttr["investigated"].count, ttr["investigated"].median_s, ttr["investigated"].p90_s) == (
+        2, pytest.approx(7200, abs=1), pytest.approx(10800, abs=1))
+    assert (ttr["not_investigated"].count, ttr["not_investigated"].median_s, ttr["not_investigated"].p90_s) == (
+        3, pytest.approx(1800, abs=1), pytest.approx(7200, abs=1))
+    # All five: 5 m, 30 m, 1 h, 2 h, 3 h; P1: 30 m and 3 h (median 1 h 45, p90 3 h).
+    assert (ttr["all"].median_s, ttr["all"].p90_s) == (pytest.approx(3600, abs=1), pytest.approx(10800, abs=1))
+    assert (ttr["P1"].median_s, ttr["P1"].p90_s) == (pytest.approx(6300, abs=1), pytest.approx(10800, abs=1))
+    text = fit(metrics_lines(m))
+    parse_html(text)
+    assert "Time to resolution: median 60m, p90 3.0h (5 resolved)" in text
+    assert "by priority (median/p90): P0 60m/60m, P1 105m/3.0h" in text
+    assert "with an investigation: 2.0h/3.0h (2); without: 30m/2.0h (3)" in text
+    assert m.as_dict()["time_to_resolution"]["investigated"] == {"count": 2, "median_s": pytest.approx(7200, abs=1),
+                                                                 "p90_s": pytest.approx(10800, abs=1)}
+
+
+async def test_claude_calls_and_cost_are_counted_in_the_window_only(db: Database) -> None:
+    now = utcnow()
+    usage = LlmUsageRepository(db)
+    common = {"model": "claude-x", "incident_id": None}
+    await usage.record(purpose="triage", input_tokens=1000, output_tokens=200, cost_usd=0.004, ok=True,
+                       at=now - timedelta(hours=2), **common)
+    await usage.record(purpose="triage", input_tokens=0, output_tokens=0, cost_usd=0.0, ok=False,
+                       error="rate limited (429)", at=now - timedelta(hours=1), **common)
+    await usage.record(purpose="investigate", input_tokens=9000, output_tokens=1500, cost_usd=0.05, ok=True,
+                       at=now - timedelta(days=2), **common)
+    await usage.record(purpose="investigate", input_tokens=1, output_tokens=1, cost_usd=9.0, ok=True,
+                       at=now - timedelta(days=10), **common)  # before the window
+    await usage.record(purpose="triage", input_tokens=1, output_tokens=1, cost_usd=7.0, ok=True,
+                       at=now + timedelta(hours=1), **common)  # after it
+    m = await compute_metrics(db, STAGE_2, until=now + timedelta(minutes=1), days=7, claude_on=True)
+    c = m.volume.claude
+    assert (c.calls, c.failed_calls, c.input_tokens, c.output_tokens) == (3, 1, 10000, 1700)
+    assert c.cost_usd == pytest.approx(0.054)
+    assert c.by_purpose == {"investigate": (1, pytest.approx(0.05)), "triage": (2, pytest.approx(0.004))}
+    text = fit(metrics_lines(m))
+    assert "• Claude: 3 calls, 1 failed, $0.05 (investigate 1, triage 2)" in text
+    claude = m.as_dict()["volume"]["claude"]
+    assert claude["calls"] == 3 and claude["cost_usd"] == pytest.approx(0.054) and claude["configured"] is True
+    assert claude["by_purpose"]["triage"] == {"calls": 2, "cost_usd": pytest.approx(0.004)}
+    json.dumps(m.as_dict())
+    # A day with none: why, when the reason is known.
+    quiet = await compute_metrics(db, STAGE_2, until=now - timedelta(days=3), days=1, claude_on=False)
+    assert "Claude: no calls (no ANTHROPIC_API_KEY" in plain_text("\n".join(metrics_lines(quiet)))
+    keyed = await compute_metrics(db, STAGE_2, until=now - timedelta(days=3), days=1, claude_on=True)
+    assert "• Claude: no calls" in metrics_lines(keyed) and keyed.volume.claude.calls == 0
