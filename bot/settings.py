@@ -190,9 +190,10 @@ class Settings(BaseSettings):
             return value.strip().lower() == "on"
         return value
 
-    @field_validator("glitchtip_url")
+    @field_validator("glitchtip_url", "github_api_url", "anthropic_base_url")
     @classmethod
-    def _glitchtip_base(cls, value: str | None) -> str | None:
+    def _http_base_url(cls, value: str | None) -> str | None:
+        """An API's base URL: http(s), a host, maybe a path; kept without its trailing slash."""
         if value is None:
             return None
         if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value.strip()):
@@ -215,22 +216,6 @@ class Settings(BaseSettings):
                 or name in (".", ".."):
             raise ValueError(f"{value!r} is not a repository as owner/name")
         return repo
-
-    @field_validator("github_api_url")
-    @classmethod
-    def _github_api(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value.strip()):
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value.strip().rstrip("/")
-
-    @field_validator("anthropic_base_url")
-    @classmethod
-    def _anthropic_base(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value.strip()):
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value.strip().rstrip("/")
 
     @property
     def claude_on(self) -> bool:
