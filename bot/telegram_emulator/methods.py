@@ -108,31 +108,8 @@ class BotMethods:
     async def send_message(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = chat_id_of(params, self._state)
         rendered = render_text(params, strict_html=self._settings.strict_html)
-        markup = reply_markup_of(params)
-        reply_to = self._reply_target(chat_id, params)
-        msg = self._state.store(
-            chat_id,
-            sender=self._state.bot_user(),
-            text=rendered.text,
-            plain_text=rendered.plain,
-            parse_mode=rendered.parse_mode,
-            entities=rendered.entities,
-            reply_markup=markup,
-            from_bot=True,
-            reply_to_message_id=reply_to,
-        )
-        self._feed.emit(
-            EmulatorEvent(
-                kind="new",
-                chat_id=chat_id,
-                message_id=msg.message_id,
-                text=rendered.text,
-                plain_text=rendered.plain,
-                parse_mode=rendered.parse_mode,
-                reply_markup=markup,
-            )
-        )
-        return self._state.message_api(msg)
+        return self._store_sent(chat_id, params, rendered.text, rendered.plain, rendered.parse_mode,
+                                rendered.entities)
 
     async def send_photo(self, params: dict[str, Any]) -> dict[str, Any]:
         """A photo (PNG or JPEG) with an optional caption; Telegram's size and dimension limits apply."""
@@ -160,33 +137,32 @@ class BotMethods:
     def _send_file(self, chat_id: int, params: dict[str, Any], media: StoredFile) -> dict[str, Any]:
         """Store a photo or document message; its caption is its text, as a user sees it."""
         caption, plain, entities = render_caption(params, strict_html=self._settings.strict_html)
+        return self._store_sent(chat_id, params, caption, plain, params.get("parse_mode") or None, entities,
+                                media=media)
+
+    def _store_sent(
+        self, chat_id: int, params: dict[str, Any], text: str, plain: str, parse_mode: str | None,
+        entities: Any, *, media: StoredFile | None = None,
+    ) -> dict[str, Any]:
+        """A message the bot sent (text, or a file with its caption): stored, announced, answered."""
         markup = reply_markup_of(params)
-        reply_to = self._reply_target(chat_id, params)
-        parse_mode = params.get("parse_mode") or None
         msg = self._state.store(
             chat_id,
             sender=self._state.bot_user(),
-            text=caption,
+            text=text,
             plain_text=plain,
             parse_mode=parse_mode,
             entities=entities,
             reply_markup=markup,
             from_bot=True,
-            reply_to_message_id=reply_to,
+            reply_to_message_id=self._reply_target(chat_id, params),
             media=media,
         )
-        self._feed.emit(
-            EmulatorEvent(
-                kind="new",
-                chat_id=chat_id,
-                message_id=msg.message_id,
-                text=caption,
-                plain_text=plain,
-                parse_mode=parse_mode,
-                reply_markup=markup,
-                attachment=f"{media.kind} {media.file_name}, {max(1, round(media.file_size / 1024))} KB",
-            )
-        )
+        attachment = (f"{media.kind} {media.file_name}, {max(1, round(media.file_size / 1024))} KB"
+                      if media is not None else None)
+        self._feed.emit(EmulatorEvent(kind="new", chat_id=chat_id, message_id=msg.message_id, text=text,
+                                      plain_text=plain, parse_mode=parse_mode, reply_markup=markup,
+                                      attachment=attachment))
         return self._state.message_api(msg)
 
     def _reply_target(self, chat_id: int, params: dict[str, Any]) -> int | None:
