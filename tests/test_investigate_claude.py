@@ -19,7 +19,13 @@ from bot.callback_data import INVESTIGATE, CardPress
 from bot.glitchtip.api import ApiEvent
 from bot.glitchtip.details import stack_text
 from bot.investigate.card import investigation_card_extras
-from bot.investigate.claude import SUBMIT, ClaudeInvestigator, ClaudeLimits
+from bot.investigate.claude import (
+    MAX_RESULT_CHARS_PER_ANSWER,
+    MAX_TOOL_CALLS_PER_ANSWER,
+    SUBMIT,
+    ClaudeInvestigator,
+    ClaudeLimits,
+)
 from bot.investigate.service import Investigator
 from bot.llm.gate import ClaudeGate, ClaudeModels
 from bot.llm.prices import parse_prices
@@ -29,7 +35,7 @@ from storage.incidents import IncidentRepository
 from storage.investigations import InvestigationRepository
 from storage.llm import LlmUsageRepository
 from storage.outbox import OutboxRepository
-from tests.anthropic_fake import AnthropicFake, anthropic_fake, slow_reply, tool_use_reply
+from tests.anthropic_fake import AnthropicFake, Reply, anthropic_fake, slow_reply, tool_use_reply
 from tests.conftest import ANN, CHAT_ID
 
 DATA = Path(__file__).parent / "data" / "glitchtip_api"
@@ -233,8 +239,8 @@ async def test_the_injection_in_the_alert_is_quoted_as_data_and_changes_nothing(
     # The model is slow: stopped by the wall-time cap (or the call's share of it).
     (ClaudeLimits(max_seconds=1.0), [slow_reply(3.0, tool_use_reply("list_dir", {}))], "1 s"),
     # Token and spend caps per investigation.
-    (ClaudeLimits(max_tokens=1000), [tool_use_reply("list_dir", {}, input_tokens=900, output_tokens=200)] * 3,
-     "stopped at 1100 tokens"),
+    (ClaudeLimits(max_tokens=20_000), [tool_use_reply("list_dir", {}, input_tokens=18_000, output_tokens=200)] * 3,
+     "stopped at 18200 tokens"),
     (ClaudeLimits(max_cost_usd=0.01), [tool_use_reply("list_dir", {}, input_tokens=5000, output_tokens=10)] * 3,
      "INVESTIGATE_MAX_COST_USD"),
     # Invalid reports twice: one retry, then given up.
@@ -282,6 +288,48 @@ async def test_budget_spent_stops_calls_exactly_at_the_cap_and_the_report_says_s
         assert fake.calls == 2
     assert "Claude unavailable: daily budget spent ($0.05)" in caption
     assert "No AI analysis was made" in markdown
+
+
+def _many_reads(body: dict[str, Any], paths: list[str]) -> Reply:
+    """One answer asking to read all these files at once; its usage as large as the request really was."""
+    content = [{"type": "tool_use", "id": f"toolu_many{n}", "name": "read_file", "input": {"path": path}}
+               for n, path in enumerate(paths)]
+    return Reply(body={"id": "msg_many", "type": "message", "role": "assistant", "model": None, "content": content,
+                       "stop_reason": "tool_use", "stop_sequence": None,
+                       "usage": {"input_tokens": len(json.dumps(body)) // 4, "output_tokens": 300}})
+
+
+@pytest.fixture
+def big_shop(shop: tuple[Path, str]) -> tuple[Path, str]:
+    """The shop, with 20 large files (each read answers with the tool's cap, 12,000 characters)."""
+    repo, bob = shop
+    for n in range(20):
+        (repo / "src" / "shop" / f"big{n}.py").write_text("".join(f"x{i} = '{'y' * 200}'\n" for i in range(300)))
+    _commit(repo, "Big files", "Alice", 2)
+    return repo, bob
+
+
+async def test_one_answer_cannot_run_unbounded_tools_nor_push_the_tokens_past_the_cap(make_services, big_shop):
+    repo, _ = big_shop
+    limits = ClaudeLimits(max_steps=12, max_seconds=20, max_tokens=30_000, max_cost_usd=1.0)
+    async with anthropic_fake() as fake:
+        services = await _services(make_services, fake, repo, limits=limits)
+        incident_id = await _open(services, "KeyError: 'price' while totalling the order")
+        fake.default = lambda body: _many_reads(body, [f"src/shop/big{n}.py" for n in range(20)])
+        caption, markdown = await _investigate(services, incident_id)
+    results = _tool_results(fake.requests[1])
+    assert len(results) == 20  # every call is answered…
+    refused = [r for r in results if "too many tool calls in one answer" in r["content"]]
+    assert len(refused) == 20 - MAX_TOOL_CALLS_PER_ANSWER and all(r["is_error"] for r in refused)  # …8 are run
+    shown = [r for r in results if not r.get("is_error")]  # the rest: "not run", the results' cap reached
+    assert 1 < len(shown) < MAX_TOOL_CALLS_PER_ANSWER
+    assert sum(len(r["content"]) for r in shown) <= MAX_RESULT_CHARS_PER_ANSWER + 100
+    # The caps hold: the request that would have passed INVESTIGATE_MAX_TOKENS was never sent.
+    assert "Claude unavailable: stopped at" in caption and "INVESTIGATE_MAX_TOKENS" in caption
+    usage = await LlmUsageRepository(services.db).summary(utcnow() - timedelta(hours=1))
+    assert usage.input_tokens + usage.output_tokens <= limits.max_tokens
+    assert all(r["max_tokens"] <= 4096 for r in fake.requests)
+    assert "Claude unavailable: " in markdown
 
 
 # -- the GlitchTip events, investigated without any key ------------------------------------------------

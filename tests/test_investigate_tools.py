@@ -3,13 +3,19 @@ are never shown, outputs are redacted and capped. A real git repository, built h
 
 from __future__ import annotations
 
+import asyncio
 import os
+import resource
+import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from bot.investigate.tools import MAX_GREP_LINES, MAX_OUTPUT, MAX_READ_LINES, RepoTools
+from bot.investigate.git import GitError, blame_line, git
+from bot.investigate.tools import MAX_GREP_LINES, MAX_OUTPUT, MAX_READ_LINES, RepoTools, regex_problem
 
 SECRET = "s3cr3t-DO-NOT-LEAK"
 OUTSIDE = "outside-the-repository"
@@ -144,3 +150,185 @@ async def test_a_repo_path_inside_a_larger_repository_stays_within_its_folder(tm
     show = (await tools.call("git_show", {"commit": "HEAD"})).text
     assert "src/main.py" in show and "rates.py" not in show and OUTSIDE not in show
     assert (await tools.call("read_file", {"path": "../billing/rates.py"})).is_error
+
+
+# -- what the review found (issue 11) ----------------------------------------------------------------------
+
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "Ann", "GIT_AUTHOR_EMAIL": "ann@example.com",
+           "GIT_COMMITTER_NAME": "Ann", "GIT_COMMITTER_EMAIL": "ann@example.com"}
+
+
+def _git(cwd: Path, *argv: str, stdin: str | None = None) -> str:
+    return subprocess.run(["git", *argv], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True,
+                          input=stdin).stdout.strip()
+
+
+async def test_git_show_shows_commits_only_never_a_blob_or_a_tree(tmp_path: Path) -> None:
+    """A bare object id may name a blob: a deleted secret, a secret-named file, a file outside REPO_PATH."""
+    mono = tmp_path / "mono"
+    (mono / "app").mkdir(parents=True)
+    (mono / "billing").mkdir()
+    (mono / "app" / "main.py").write_text("print('app')\n")
+    (mono / "app" / ".env").write_text(f"DB_PASSWORD={SECRET}\n")
+    (mono / "billing" / "rates.py").write_text(f"RATE = '{OUTSIDE}'\n")
+    _git(mono, "init", "-q", "-b", "main")
+    _git(mono, "add", "-A")
+    _git(mono, "commit", "-q", "-m", "Both")
+    ids = {"deleted secret": _git(mono, "rev-parse", "HEAD:app/.env"),
+           "outside REPO_PATH": _git(mono, "rev-parse", "HEAD:billing/rates.py"),
+           "the root tree": _git(mono, "rev-parse", "HEAD^{tree}")}
+    _git(mono, "rm", "-q", "app/.env")
+    _git(mono, "commit", "-q", "-m", "Remove the .env")
+    tools = RepoTools(mono / "app", _redact)
+    for what, object_id in ids.items():
+        for commit in (object_id, object_id[:7]):
+            result = await tools.call("git_show", {"commit": commit})
+            assert result.is_error and "not a commit" in result.text, (what, result.text)
+            assert SECRET not in result.text and OUTSIDE not in result.text and "billing" not in result.text
+    show = await tools.call("git_show", {"commit": "HEAD~1"})  # a commit still works, within REPO_PATH
+    assert not show.is_error and "main.py" in show.text and OUTSIDE not in show.text and SECRET not in show.text
+
+
+async def test_read_file_refuses_when_git_cannot_tell_what_is_ignored(tmp_path: Path, repo: Path) -> None:
+    plain = tmp_path / "plain"
+    shutil.copytree(repo, plain, symlinks=True)
+    shutil.rmtree(plain / ".git")  # REPO_PATH is not a git repository: .gitignore cannot be applied
+    result = await RepoTools(plain, _redact).call("read_file", {"path": "local.cfg"})
+    assert result.is_error and SECRET not in result.text
+    assert "git cannot tell whether local.cfg is ignored" in result.text and "not a git repository" in result.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the repository to another user needs root")
+async def test_a_repository_owned_by_another_user_is_read_with_its_ignores(tmp_path: Path, repo: Path) -> None:
+    """git refuses such a repository ("dubious ownership"); the operator chose REPO_PATH, so it is trusted by path,
+    and its .gitignore still applies."""
+    for folder in (repo, repo / ".git"):
+        os.chown(folder, 12345, 12345)
+    tools = RepoTools(repo, _redact)
+    assert (await tools.call("grep", {"pattern": "def main"})).text == "src/app.py:1:def main():"
+    ignored = await tools.call("read_file", {"path": "local.cfg"})
+    assert ignored.is_error and "ignored by git" in ignored.text and SECRET not in ignored.text
+
+
+async def test_a_symlink_to_an_ignored_file_or_folder_is_refused(repo: Path) -> None:
+    (repo / "private").mkdir()
+    (repo / "private" / "prod.yaml").write_text(f"api: {SECRET}\n")
+    (repo / ".gitignore").write_text(".env\nlocal.cfg\nprivate/\n")
+    (repo / "notes.txt").symlink_to("local.cfg")  # tracked link, ignored target
+    (repo / "conf").symlink_to("private")  # tracked link to an ignored folder
+    (repo / "fresh.py").write_text("x = 1\n")
+    (repo / "fresh_link.py").symlink_to("fresh.py")  # untracked target
+    _git(repo, "add", ".gitignore", "notes.txt", "conf", "fresh_link.py")
+    _git(repo, "commit", "-q", "-m", "Links")
+    tools = RepoTools(repo, _redact)
+    for path in ("notes.txt", "conf/prod.yaml", "fresh_link.py"):
+        result = await tools.call("read_file", {"path": path})
+        assert result.is_error and "symlink to a file git ignores or does not track" in result.text, path
+        assert SECRET not in result.text
+    assert not (await tools.call("read_file", {"path": "fresh.py"})).is_error  # untracked, not ignored: fine
+    assert "return 1 / 0" in (await tools.call("read_file", {"path": "src/inside_link.py"})).text
+
+
+def _marked(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A program that leaves a mark when run (and then behaves as cat or fails): (program, mark)."""
+    mark = tmp_path / f"RAN-{name}"
+    program = tmp_path / f"{name}.sh"
+    program.write_text(f"#!/bin/sh\ntouch {mark}\ncat \"$1\" 2>/dev/null\nexit 1\n")
+    program.chmod(0o755)
+    return program, mark
+
+
+async def test_the_repositorys_own_config_cannot_make_git_run_a_program(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "app.py").write_text("def main():\n    return 1 / 0\n")
+    (root / ".gitattributes").write_text("*.py diff=pwn\n")
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "first")
+    (root / "src" / "app.py").write_text("def main():\n    return 2 / 0\n")
+    _git(root, "add", "-A")
+    signed = (f"tree {_git(root, 'write-tree')}\nparent {_git(root, 'rev-parse', 'HEAD')}\n"
+              "author Ann <a@e.com> 1700000000 +0000\ncommitter Ann <a@e.com> 1700000000 +0000\n"
+              "gpgsig -----BEGIN PGP SIGNATURE-----\n \n AAAA\n -----END PGP SIGNATURE-----\n\nsigned\n")
+    _git(root, "update-ref", "HEAD", _git(root, "hash-object", "-t", "commit", "-w", "--stdin", stdin=signed))
+    textconv, textconv_ran = _marked(tmp_path, "textconv")
+    gpg, gpg_ran = _marked(tmp_path, "gpg")
+    external, external_ran = _marked(tmp_path, "external")
+    for key, value in [("diff.pwn.textconv", textconv), ("log.showSignature", "true"), ("gpg.program", gpg),
+                       ("diff.external", external), ("core.pager", external)]:
+        _git(root, "config", key, str(value))
+    tools = RepoTools(root, _redact)
+    for name, args in [("git_blame", {"path": "src/app.py", "start_line": 1}), ("git_log", {}),
+                       ("git_show", {"commit": "HEAD"}), ("git_log", {"path": "src/app.py"})]:
+        result = await tools.call(name, args)
+        assert not result.is_error and ("Ann" in result.text or "return 2 / 0" in result.text), (name, result.text)
+    assert (await blame_line(root, "src/app.py", 2)) is not None  # the key-free findings use the same runner
+    assert not textconv_ran.exists() and not gpg_ran.exists() and not external_ran.exists()
+    # Nor print a file it names: blame quotes the first line of its ignore-revs file that is not a sha.
+    (tmp_path / "outside.txt").write_text(f"{OUTSIDE}\n")
+    _git(root, "config", "blame.ignoreRevsFile", str(tmp_path / "outside.txt"))
+    blame = await tools.call("git_blame", {"path": "src/app.py", "start_line": 1})
+    assert blame.is_error and OUTSIDE not in blame.text and "invalid object name (not shown)" in blame.text
+
+
+@pytest.mark.parametrize(("pattern", "refused"), [
+    ("((a{1,100}){1,100}){1,100}", "repeat counts above 32"),
+    ("((a{1,9}){1,9}){1,9}", "may not be nested"),
+    ("(a+){2}", "may not be nested"),
+    ("(a{2})*", "may not be nested"),
+    ("a{2}{3}", "may not be nested"),
+    ("x{,40}", "repeat counts above 32"),
+    (r"(a)\1", "back-references"),
+    (r"def \w+\(self", None),
+    (r"[0-9]{4}-[0-9]{2}-[0-9]{2}", None),
+    (r"(foo|bar)+baz", None),
+    (r"[{(]a{1,9}\}", None),  # a bracket and an escaped brace are plain characters
+    (r"price|cost", None),
+])
+def test_grep_regexes_that_would_explode_are_refused(pattern: str, refused: str | None) -> None:
+    problem = regex_problem(pattern)
+    assert (problem is None) if refused is None else (problem is not None and refused in problem), problem
+
+
+async def test_an_exploding_regex_is_refused_and_git_cannot_use_gigabytes_anyway(tools: RepoTools, repo: Path) -> None:
+    result = await tools.call("grep", {"pattern": "((a{1,100}){1,100}){1,100}", "regex": True})
+    assert result.is_error and "repeat counts above 32" in result.text
+    assert "src/app.py:1" in (await tools.call("grep", {"pattern": "def mai[n]", "regex": True})).text
+    # Had one slipped through: git's address space is capped, so it fails fast instead of taking ~3 GB.
+    started = time.monotonic()
+    with pytest.raises(GitError, match="Memory exhausted|[Oo]ut of memory"):
+        await git(repo, "grep", "-E", "-e", "((a{1,100}){1,100}){1,100}", "--", ".")
+    assert time.monotonic() - started < 5
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1024 * 1024  # KiB: under 1 GB at its peak
+
+
+def _running(marker: str) -> list[int]:
+    """Live processes whose command line holds the marker (zombies are dead)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in command and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+async def test_a_cancelled_git_call_leaves_no_git_running(repo: Path) -> None:
+    marker = f"sleep 30.{time.monotonic_ns() % 10**9:09d}"  # a sleep of a unique duration, run by git
+    call = asyncio.create_task(git(repo, "-c", f"alias.slow=!{marker}", "slow"))
+    for _ in range(200):
+        if _running(marker):
+            break
+        await asyncio.sleep(0.02)
+    assert _running(marker), "git and its child started"
+    call.cancel()  # what INVESTIGATE_MAX_SECONDS does to a tool call in flight
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    left = _running(marker)
+    for pid in left:  # (only when the test fails: not left behind for the next test)
+        os.kill(pid, signal.SIGKILL)
+    assert left == []  # git, and what it started, killed and reaped before the cancel returned

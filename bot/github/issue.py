@@ -99,13 +99,22 @@ def code_block(text: str) -> str:
 
 
 def prose(text: str, limit: int = 600) -> str:
-    """Bot-written prose (a rule's likely cause) on one line, with mentions, issue references and
-    HTML made inert (a zero-width joiner after `@` and `#`, `<` as an entity)."""
+    """Bot-written prose (a rule's likely cause, which Claude's triage may write) on one line, with
+    mentions, issue references and HTML made inert (a zero-width joiner after `@` and `#`, `<` as an
+    entity) and bare URLs, which GitHub would link, in code spans."""
     flat = " ".join(text.split())
     if len(flat) > limit:
         flat = flat[: limit - 1] + "…"
-    flat = flat.replace("&", "&amp;").replace("<", "&lt;")
-    return re.sub(r"([@#])(?=\w)", "\\1\u200d", flat)
+    pieces = _BARE_URL.split(flat)  # odd indexes: the URLs
+    return "".join(code(piece) if n % 2 else _inert_prose(piece) for n, piece in enumerate(pieces))
+
+
+_BARE_URL = re.compile(r"\b((?:https?://|ftp://|www\.)[^\s<>`]+)", re.IGNORECASE)
+
+
+def _inert_prose(text: str) -> str:
+    text = text.replace("&", "&amp;").replace("<", "&lt;")
+    return re.sub(r"([@#])(?=\w)", "\\1\u200d", text)
 
 
 def _longest_backtick_run(text: str) -> int:

@@ -11,6 +11,12 @@ key-free report marked "Claude unavailable: <reason>": steps (INVESTIGATE_MAX_ST
 one forces `submit_report`), wall time (INVESTIGATE_MAX_SECONDS), tokens
 (INVESTIGATE_MAX_TOKENS, input + output over all calls), this investigation's spend
 (INVESTIGATE_MAX_COST_USD) and the day's (the gate's LLM_DAILY_BUDGET_USD: BudgetSpent).
+
+The token and cost caps hold before a call is made, not only after: the next request's size is
+estimated (characters / 4) and the answer's max_tokens shrunk to what remains; when even a short
+answer would not fit, the loop stops. One answer may run at most MAX_TOOL_CALLS_PER_ANSWER tools
+(the others are answered with a tool error) and their results are capped together
+(MAX_RESULT_CHARS_PER_ANSWER), so one answer cannot make the next request arbitrarily large.
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ if TYPE_CHECKING:
 Redact = Callable[[str], str]
 SUBMIT = "submit_report"
 MAX_ANSWER_TOKENS = 4096  # one answer of Claude's
+MIN_ANSWER_TOKENS = 1024  # an answer smaller than this could not hold a report: stop instead
+MAX_TOOL_CALLS_PER_ANSWER = 8
+MAX_RESULT_CHARS_PER_ANSWER = 40_000  # all tool results sent back after one answer (about 10k tokens)
+CHARS_PER_TOKEN = 4  # estimate of a request's tokens before it is sent
 MAX_FINDINGS_CHARS = 60_000  # the key-free findings in the first message
 
 SYSTEM_PROMPT = """\
@@ -160,6 +170,7 @@ class ClaudeInvestigator:
                 messages.append({"role": "user", "content": "Call submit_report now with your report."})
                 continue
             results: list[dict[str, Any]] = []
+            turn = _Turn()
             for use in uses:
                 if use["name"] == SUBMIT:
                     try:
@@ -172,27 +183,73 @@ class ClaudeInvestigator:
                                                f"submit_report again:\n{_errors(exc)}", error=True))
                         continue
                     return InvestigationReport(**body.model_dump(), source=CLAUDE)
-                spent.tool_calls.append(use["name"])
-                result = await tools.call(use["name"], use["input"])
-                results.append(_result(use["id"], result.text, error=result.is_error))
+                results.append(await self._run_tool(use, tools, turn, spent))
             messages.append({"role": "user", "content": results})
+
+    async def _run_tool(self, use: dict[str, Any], tools: RepoTools, turn: _Turn, spent: _Spent) -> dict[str, Any]:
+        """One tool call's result block, within this answer's caps on calls and on characters."""
+        turn.calls += 1
+        if turn.calls > MAX_TOOL_CALLS_PER_ANSWER:
+            return _result(use["id"], f"not run: too many tool calls in one answer (at most "
+                           f"{MAX_TOOL_CALLS_PER_ANSWER}); ask for the rest in your next answer", error=True)
+        room = MAX_RESULT_CHARS_PER_ANSWER - turn.chars
+        if room <= 0:
+            return _result(use["id"], f"not run: this answer's tool results already reached "
+                           f"{MAX_RESULT_CHARS_PER_ANSWER} characters; ask again, for less at a time", error=True)
+        spent.tool_calls.append(use["name"])
+        result = await tools.call(use["name"], use["input"])
+        text = result.text
+        if len(text) > room:
+            text = text[:room] + f"\n[cut: this answer's tool results are capped at {MAX_RESULT_CHARS_PER_ANSWER} characters]"
+        turn.chars += len(text)
+        return _result(use["id"], text, error=result.is_error)
+
+    def _answer_tokens(self, model: str, messages: list[dict[str, Any]], spent: _Spent) -> int:
+        """max_tokens for the next answer: what the caps leave after the request's estimated size.
+
+        ClaudeUnavailable when not even MIN_ANSWER_TOKENS are left."""
+        request = _estimated_tokens(messages)
+        if spent.tokens + request + MIN_ANSWER_TOKENS > self.limits.max_tokens:
+            raise ClaudeUnavailable(f"stopped at {spent.tokens} tokens (INVESTIGATE_MAX_TOKENS): the next request, "
+                                    f"about {request} tokens, would pass {self.limits.max_tokens}")
+        answer = min(MAX_ANSWER_TOKENS, self.limits.max_tokens - spent.tokens - request)
+        prices = self.gate.prices
+        left = self.limits.max_cost_usd - spent.cost_usd - prices.cost(model, request, 0)
+        per_output_token = prices.cost(model, 0, 1_000_000) / 1_000_000
+        if per_output_token > 0:
+            answer = min(answer, int(left / per_output_token))
+        if spent.cost_usd >= self.limits.max_cost_usd or answer < MIN_ANSWER_TOKENS:
+            raise ClaudeUnavailable(f"stopped at ${spent.cost_usd:.2f} (INVESTIGATE_MAX_COST_USD): the next request "
+                                    f"would pass ${self.limits.max_cost_usd:g}")
+        return answer
 
     async def _ask(self, findings: Findings, messages: list[dict[str, Any]], choice: dict[str, str],
                    spent: _Spent, deadline: float) -> Any:
-        if spent.tokens >= self.limits.max_tokens:
-            raise ClaudeUnavailable(f"stopped at {spent.tokens} tokens (INVESTIGATE_MAX_TOKENS)")
-        if spent.cost_usd >= self.limits.max_cost_usd:
-            raise ClaudeUnavailable(f"stopped at ${spent.cost_usd:.2f} (INVESTIGATE_MAX_COST_USD)")
         model = self.gate.models.investigate
+        answer_tokens = self._answer_tokens(model, messages, spent)
         answer = await self.gate.create(
             purpose="investigate", model=model, incident_id=findings.incident.id,
-            max_tokens=MAX_ANSWER_TOKENS, system=SYSTEM_PROMPT, tools=_tools(), tool_choice=choice,
+            max_tokens=answer_tokens, system=SYSTEM_PROMPT, tools=_tools(), tool_choice=choice,
             messages=messages, timeout=max(1.0, min(self.gate.timeout_s, deadline - time.monotonic())),
         )
         usage = answer.usage
         spent.tokens += int(usage.input_tokens or 0) + int(usage.output_tokens or 0)
         spent.cost_usd += self.gate.prices.cost(model, int(usage.input_tokens or 0), int(usage.output_tokens or 0))
         return answer
+
+
+@dataclass
+class _Turn:
+    """The tool calls of one answer so far: how many, and the characters of their results."""
+    calls: int = 0
+    chars: int = 0
+
+
+def _estimated_tokens(messages: list[dict[str, Any]]) -> int:
+    """The next request's input tokens, estimated from its characters (system prompt, tools, messages)."""
+    chars = len(SYSTEM_PROMPT) + len(json.dumps(_tools(), ensure_ascii=False))
+    chars += len(json.dumps(messages, ensure_ascii=False, default=str))
+    return chars // CHARS_PER_TOKEN + 1
 
 
 def _result(tool_id: str, text: str, *, error: bool) -> dict[str, Any]:

@@ -5,6 +5,11 @@ then the findings it rests on — the crashing code, its history, the suspect co
 incidents, GlitchTip's context. Every string from outside is redacted; text from outside that
 goes into a code block gets a fence longer than any run of backticks inside it, and one-line
 text has its Markdown control characters neutralised, so an alert cannot restyle the report.
+
+The report also becomes a GitHub issue's body, where text is live beyond Markdown: `@name`
+notifies people, `#12` and `owner/repo#12` link (and notify) issues, bare URLs become links.
+Text from the alert or from Claude is made inert there too, and stays readable: a zero-width
+joiner after `@` and `#`, URLs in code spans, and a line may not start a heading, list or rule.
 """
 
 from __future__ import annotations
@@ -19,15 +24,52 @@ from storage.investigations import PastIncident
 
 Redact = Callable[[str], str]
 MAX_BYTES = 200_000
-_INLINE_SPECIAL = re.compile(r"([\\`*\[\]<>|])")  # `_` stays: GitHub ignores it inside words
+_INLINE_SPECIAL = re.compile(r"([\\`*\[\]<>|&])")  # `_` stays: GitHub ignores it inside words
+ZWJ = "\u200d"
+# GitHub's own links: @mentions (and user@host, owner/repo@sha), #12 and owner/repo#12, GH-12.
+_MENTION_OR_REF = re.compile(r"([@#])(?=\w)|\b(GH-)(?=\d)", re.IGNORECASE)
+# What GitHub autolinks without any Markdown: http(s)://… and www.…
+_URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>`]*", re.IGNORECASE)
+_URL_TAIL = ".,:;!?)'\""  # punctuation ending a sentence, not the URL
+# A line starting with one of these would be a heading, a list item, a rule or a code fence.
+_BLOCK_START = re.compile(r"^(?:[#=+~-]|\d+[.)])")
 
 
 def inline(text: object, limit: int = 300) -> str:
-    """One line of outside text, safe inside Markdown prose: no newlines, control characters escaped."""
+    """One line of outside text, safe inside Markdown prose and a GitHub issue: no newlines, control
+    characters escaped, no mention, issue reference or autolink, nothing a line could start a block with."""
     flat = " ".join(str(text).split())
     if len(flat) > limit:
         flat = flat[: limit - 1] + "…"
-    return _INLINE_SPECIAL.sub(r"\\\1", flat)
+    pieces, at = [], 0
+    for url in _URL.finditer(flat):
+        link = url.group().rstrip(_URL_TAIL)
+        pieces += [_inert(flat[at:url.start()]), code(link)]
+        at = url.start() + len(link)
+    pieces.append(_inert(flat[at:]))
+    return _BLOCK_START.sub(_escape_block_start, "".join(pieces))
+
+
+def _escape_block_start(match: re.Match[str]) -> str:
+    start = match.group()
+    return f"{start[:-1]}\\{start[-1]}"  # `\#`, `\-`; and `1\.` (a backslash before a digit would show)
+
+
+def _inert(text: str) -> str:
+    escaped = _INLINE_SPECIAL.sub(r"\\\1", text)
+    return _MENTION_OR_REF.sub(lambda m: (m.group(1) or m.group(2)) + ZWJ, escaped)
+
+
+def code(text: str, limit: int = 300) -> str:
+    """One line of outside text as a code span: shown as it is, nothing in it rendered or linked."""
+    flat = " ".join(text.split())
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    if not flat:
+        return ""
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", flat)), default=0) + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
 
 
 def fenced(text: str, lang: str = "") -> str:
@@ -43,6 +85,9 @@ class _Md:
 
     def __call__(self, value: object, limit: int = 300) -> str:
         return inline(self.redact(str(value)), limit)
+
+    def code(self, value: object, limit: int = 300) -> str:
+        return code(self.redact(str(value)), limit)
 
     def prose(self, value: str, limit: int) -> str:
         """Several lines of outside text: each line escaped like `inline`, the line breaks kept."""
@@ -89,8 +134,8 @@ def _evidence(report: InvestigationReport, md: _Md) -> list[str]:
         return []
     lines = []
     for e in report.evidence:
-        where = f"`{md(e.where, 300).replace('`', '')}`" if e.where else ""
-        commit = f"commit `{md(e.commit, 64).replace('`', '')}`" if e.commit else ""
+        where = md.code(e.where, 300) if e.where else ""
+        commit = f"commit {md.code(e.commit, 64)}" if e.commit else ""
         head = " · ".join(p for p in (where, commit) if p)
         lines.append(f"- {head + ': ' if head else ''}{md(e.why, 2000)}")
     return ["## Evidence\n\n" + "\n".join(lines)]
@@ -116,7 +161,7 @@ def _where(f: Findings, md: _Md) -> list[str]:
 
 def _frame(frame: FrameFinding, f: Findings, md: _Md) -> str:
     fn = frame.mapped.frame.function
-    lines = [f"### `{md(frame.where, 300).replace('`', '')}`" + (f" in `{md(fn, 120).replace('`', '')}`" if fn else "")]
+    lines = [f"### {md.code(frame.where, 300)}" + (f" in {md.code(fn, 120)}" if fn else "")]
     if frame.snippet:
         crash = frame.mapped.frame.line
         code = "\n".join(f"{'→' if n == crash else ' '}{n:>5}  {text}" for n, text in frame.snippet)
@@ -132,7 +177,7 @@ def _suspect(f: Findings, md: _Md) -> list[str]:
     if f.suspect is None or f.suspect.blame is None:
         return []
     return [f"## Suspect commit\n\n{md.commit(f.suspect.blame)}\n\nIt last changed the crashing line "
-            f"`{md(f.suspect.where, 300).replace('`', '')}` within the last {f.suspect_days:g} days."]
+            f"{md.code(f.suspect.where, 300)} within the last {f.suspect_days:g} days."]
 
 
 def _ended(p: PastIncident, md: _Md) -> str:

@@ -7,7 +7,12 @@ Every path the model names is checked before use (`confine`): relative, no `..`,
 internals, not starting with `:` or `-` (git pathspec magic, options), and, symlinks resolved,
 inside the repository. Files that usually hold secrets (`.env`, keys, certificates, credential
 files) and files git ignores are refused, and git's own output leaves them out (exclude
-pathspecs). Each tool's output is redacted and capped. A refused or failed call is returned to
+pathspecs). When git cannot tell whether a file is ignored (REPO_PATH is not a git repository,
+git fails), read_file refuses: it fails closed. A symlink is followed only to a file git tracks
+and does not ignore. git_show shows commits only (never a blob or a tree, which a bare object id
+could name), limited to REPO_PATH and without the secret files. grep's regular expressions may
+not nest repeat counts or use large ones (one short pattern can make git allocate gigabytes).
+Each tool's output is redacted and capped. A refused or failed call is returned to
 the model as a tool error (`ToolResult(is_error=True)`), never raised: the model reads why and
 may try something else.
 """
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bot.investigate.git import GitError, git
+from bot.investigate.git import LOG_SAFE, GitError, git
 
 MAX_OUTPUT = 12_000  # characters of one tool's answer
 MAX_READ_LINES = 300
@@ -41,6 +46,9 @@ SECRET_NAMES = (
 _COMMITISH = re.compile(r"(?:[0-9a-fA-F]{4,64}|HEAD)(?:~\d{1,4}|\^\d?)?")
 # Regex features a safe pattern may not use: back-references (exponential in POSIX engines).
 _BACKREF = re.compile(r"\\[1-9]")
+# A repeat count `{m}`, `{m,}`, `{,n}`, `{m,n}` of an extended regular expression.
+_BOUND = re.compile(r"\{(\d*)(?:,(\d*))?\}")
+MAX_REPEAT = 32  # the largest repeat count grep accepts (git's regex engine copies the repeated part)
 
 Redact = Callable[[str], str]
 Similar = Callable[[], Awaitable[str]]
@@ -116,6 +124,76 @@ def _str(args: dict[str, Any], name: str, default: str | None = None) -> str:
     return value
 
 
+@dataclass
+class _Atom:
+    """What a repeat would apply to: does it already hold a repeat, a repeat count?"""
+    repeat: bool = False
+    bound: bool = False
+
+
+def _bracket_end(pattern: str, i: int) -> int:
+    """The index after the bracket expression `[...]` starting at `i` (`[]a]`, `[^]a]`, `[[:alpha:]]`)."""
+    j = i + 1
+    if j < len(pattern) and pattern[j] == "^":
+        j += 1
+    if j < len(pattern) and pattern[j] == "]":
+        j += 1
+    while j < len(pattern) and pattern[j] != "]":
+        if pattern[j] == "[" and j + 1 < len(pattern) and pattern[j + 1] in ":=.":
+            close = pattern.find(pattern[j + 1] + "]", j + 2)
+            j = close + 2 if close >= 0 else len(pattern)
+        else:
+            j += 1
+    return j + 1
+
+
+def _bound_problem(match: re.Match[str]) -> str | None:
+    counts = [int(n) for n in match.groups() if n]
+    if any(n > MAX_REPEAT for n in counts):
+        return f"repeat counts above {MAX_REPEAT} are not allowed ({match.group()})"
+    return None
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why this extended regular expression is refused for grep, or None.
+
+    git's regex engine expands `x{m,n}` into n copies of x, so nested counts multiply:
+    `((a{1,100}){1,100}){1,100}` asks for gigabytes. Refused: back-references, counts above
+    MAX_REPEAT, and a repeat count nested with any other repeat (`(a{2})*`, `(a+){2}`, `a{2}{3}`)."""
+    if _BACKREF.search(pattern):
+        return "back-references are not allowed in a pattern"
+    groups: list[_Atom] = [_Atom()]  # the open groups, outermost first: what each holds so far
+    last: _Atom | None = None  # what a repeat here would apply to
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        bound = _BOUND.match(pattern, i) if char == "{" else None
+        if char in "*+?" or bound is not None:
+            if bound is not None and (problem := _bound_problem(bound)):
+                return problem
+            atom = last or _Atom()
+            if atom.bound or (bound is not None and atom.repeat):
+                return "a repeat count ({m,n}) may not be nested with another repeat"
+            last = _Atom(repeat=True, bound=atom.bound or bound is not None)
+            groups[-1].repeat |= last.repeat
+            groups[-1].bound |= last.bound
+            i = bound.end() if bound is not None else i + 1
+            continue
+        if char == "(":
+            groups.append(_Atom())
+            last = None
+        elif char == ")" and len(groups) > 1:
+            last = groups.pop()
+            groups[-1].repeat |= last.repeat
+            groups[-1].bound |= last.bound
+        elif char == "|":
+            last = None
+        else:
+            last = _Atom()  # one character, an escape or a bracket expression
+        i = _bracket_end(pattern, i) if char == "[" else i + (2 if char == "\\" else 1)
+    return None
+
+
 def _literal(path: str) -> str:
     """A pathspec that is exactly this path (no glob, no magic)."""
     return f":(literal){path}"
@@ -188,11 +266,37 @@ class RepoTools:
         return self.root
 
     async def _is_ignored(self, relative: str) -> bool:
+        """Whether git ignores this path; ToolRefused when git cannot tell (fail closed)."""
         try:
             await git(self._root(), "check-ignore", "-q", "--", relative)  # a path, not a pathspec
-        except GitError:
-            return False  # exit 1: not ignored (or not a git repository)
+        except GitError as exc:
+            if exc.returncode == 1:
+                return False  # git's answer: not ignored
+            # Not a git repository, a path beyond a symlink, git missing…: an ignored file (local
+            # settings, secrets) cannot be told from the others, so nothing is read.
+            raise ToolRefused(f"refused: git cannot tell whether {relative} is ignored ({self.redact(str(exc))[:200]}); "
+                              "files are read only where git can check that") from None
         return True
+
+    async def _is_tracked(self, relative: str) -> bool:
+        try:
+            await git(self._root(), "ls-files", "--error-unmatch", "--", _literal(relative))
+        except GitError as exc:
+            if exc.returncode == 1:
+                return False
+            raise ToolRefused(f"refused: git cannot tell whether {relative} is tracked") from None
+        return True
+
+    async def _check_readable(self, path: Path, relative: str) -> None:
+        """Refuse a file git ignores; through a symlink, judge the file it leads to, which git must track."""
+        target = path.relative_to(self._root()).as_posix()
+        if target == relative:
+            if await self._is_ignored(relative):
+                raise ToolRefused(f"refused: {relative} is ignored by git (often local configuration or secrets)")
+            return
+        # A symlink (the file, or a folder on its way): git would judge the link's name, not the file.
+        if await self._is_ignored(target) or not await self._is_tracked(target):
+            raise ToolRefused(f"refused: {relative} is a symlink to a file git ignores or does not track")
 
     # -- the tools -----------------------------------------------------------------------------
 
@@ -201,8 +305,7 @@ class RepoTools:
         path, relative = confine(root, _str(args, "path"))
         if not path.is_file():
             raise ToolRefused(f"{relative} is not a file")
-        if await self._is_ignored(relative):
-            raise ToolRefused(f"refused: {relative} is ignored by git (often local configuration or secrets)")
+        await self._check_readable(path, relative)
         if path.stat().st_size > MAX_FILE_BYTES:
             raise ToolRefused(f"{relative} is larger than {MAX_FILE_BYTES} bytes")
         start = _int(args, "start_line", 1, 1, 10_000_000)
@@ -219,8 +322,8 @@ class RepoTools:
         if not pattern or len(pattern) > MAX_PATTERN or "\n" in pattern:
             raise ToolRefused(f"the pattern must be one line of 1 to {MAX_PATTERN} characters")
         regex = bool(args.get("regex"))
-        if regex and _BACKREF.search(pattern):
-            raise ToolRefused("back-references are not allowed in a pattern")
+        if regex and (problem := regex_problem(pattern)):
+            raise ToolRefused(f"refused: {problem}; use a fixed string (regex=false) or a simpler pattern")
         spec = ["."]  # REPO_PATH only, even when it is a folder of a larger repository
         if args.get("path") not in (None, "", "."):
             _, relative = confine(root, _str(args, "path"))
@@ -231,7 +334,7 @@ class RepoTools:
         try:
             out = await git(root, *argv, "-e", pattern, "--", *spec, *_excludes())
         except GitError as exc:
-            if "exit 1" in str(exc):
+            if exc.returncode == 1 and "exit 1" in str(exc):  # no output on stderr: nothing matched
                 return "no match"
             raise
         lines = out.splitlines()
@@ -260,7 +363,7 @@ class RepoTools:
         if args.get("path") not in (None, "", "."):
             _, relative = confine(root, _str(args, "path"), must_exist=False)
             spec = [_literal(relative)]
-        out = await git(root, "log", f"-n{count}", "--date=short", "--format=%h %ad %an: %s", "--", *spec)
+        out = await git(root, "log", *LOG_SAFE, f"-n{count}", "--date=short", "--format=%h %ad %an: %s", "--", *spec)
         return out or "no commits"
 
     async def git_show(self, args: dict[str, Any]) -> str:
@@ -272,8 +375,28 @@ class RepoTools:
         if args.get("path") not in (None, "", "."):
             _, relative = confine(root, _str(args, "path"), must_exist=False)
             spec = [_literal(relative)]
-        return await git(root, "show", "--no-ext-diff", "--no-textconv", "--stat", "--patch", "--format=fuller",
-                         commit, "--", *spec, *_excludes())
+        sha = await self._commit_sha(commit)
+        return await git(root, "show", *LOG_SAFE, "--stat", "--patch", "--format=fuller", sha, "--", *spec,
+                         *_excludes())
+
+    async def _commit_sha(self, commit: str) -> str:
+        """The full sha of the commit `commit` names; ToolRefused for a blob or a tree.
+
+        A bare object id may name any object: `git show <blob>` prints the file, whatever path it has
+        (outside REPO_PATH, secret-named, deleted long ago), and ignores the pathspec."""
+        try:
+            out = await git(self._root(), "cat-file", "-t", commit)
+        except GitError:
+            raise ToolRefused(f"refused: {commit} is not a commit of this repository") from None
+        if out.strip() not in ("commit", "tag"):
+            raise ToolRefused(f"refused: {commit} is a {out.strip() or 'object'}, not a commit; only commits are shown")
+        try:
+            sha = (await git(self._root(), "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")).strip()
+        except GitError:
+            raise ToolRefused(f"refused: {commit} is not a commit of this repository") from None
+        if not re.fullmatch(r"[0-9a-f]{40,64}", sha):
+            raise ToolRefused(f"refused: {commit} is not a commit of this repository")
+        return sha
 
     async def git_blame(self, args: dict[str, Any]) -> str:
         root = self._root()
@@ -282,7 +405,7 @@ class RepoTools:
             raise ToolRefused(f"{relative} is not a file")
         start = _int(args, "start_line", 1, 1, 10_000_000)
         end = _int(args, "end_line", start + 20, start, start + MAX_READ_LINES - 1)
-        return await git(root, "blame", "--date=short", f"-L{start},{end}", "HEAD", "--", relative)
+        return await git(root, "blame", "--no-textconv", "--date=short", f"-L{start},{end}", "HEAD", "--", relative)
 
     async def similar_incidents(self, args: dict[str, Any]) -> str:
         if self.similar is None:
