@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot.investigate.git import GitError, blame_line, git
-from bot.investigate.tools import MAX_GREP_LINES, MAX_OUTPUT, MAX_READ_LINES, RepoTools, regex_problem
+from bot.investigate.tools import MAX_GREP_LINES, MAX_OUTPUT, MAX_READ_LINES, RepoTools, is_secret_name, regex_problem
 
 SECRET = "s3cr3t-DO-NOT-LEAK"
 OUTSIDE = "outside-the-repository"
@@ -332,3 +332,16 @@ async def test_a_cancelled_git_call_leaves_no_git_running(repo: Path) -> None:
     for pid in left:  # (only when the test fails: not left behind for the next test)
         os.kill(pid, signal.SIGKILL)
     assert left == []  # git, and what it started, killed and reaped before the cancel returned
+
+
+@pytest.mark.parametrize("path", [
+    "infra/prod.tfvars", "deploy/service-account-prod.json", "home/.docker/config.json", "ops/.kube/config",
+    "ops/.aws/credentials", "ops/.ssh/deploy_key", "ci/kubeconfig",
+])
+def test_secret_files_by_name_or_by_folder_are_recognised(path: str) -> None:
+    assert is_secret_name(path)
+
+
+@pytest.mark.parametrize("path", ["src/config.json", "src/config", "docs/ssh/setup.md", "app/settings.py"])
+def test_ordinary_config_files_are_not_taken_for_secrets(path: str) -> None:
+    assert not is_secret_name(path)

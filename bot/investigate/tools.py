@@ -42,6 +42,10 @@ SECRET_NAMES = (
     ".env", ".env.*", "*.env", ".envrc", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.kdbx",
     "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".netrc", ".pgpass", ".npmrc", ".pypirc", ".git-credentials",
     "credentials", "credentials.*", "secrets.*", "*.secret", "*.secrets", "htpasswd", ".htpasswd", "*.tfstate",
+    "*.tfstate.backup", "*.tfvars", "*.tfvars.json", "service-account*.json", "serviceaccount*.json",
+    "*-credentials.json", "kubeconfig", "*.kubeconfig",
+    # Generic names that are secret only in their folder (matched against the path's end).
+    ".docker/config.json", ".kube/config", ".aws/credentials", ".aws/config", ".ssh/*", ".gnupg/*",
 )
 _COMMITISH = re.compile(r"(?:[0-9a-fA-F]{4,64}|HEAD)(?:~\d{1,4}|\^\d?)?")
 # Regex features a safe pattern may not use: back-references (exponential in POSIX engines).
@@ -65,8 +69,9 @@ class ToolRefused(Exception):
 
 
 def is_secret_name(path: str) -> bool:
-    name = PurePosixPath(path).name.lower()
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in SECRET_NAMES)
+    parts = PurePosixPath(path.lower()).parts
+    name, in_folder = parts[-1] if parts else "", "/".join(parts[-2:])
+    return any(fnmatch.fnmatchcase(in_folder if "/" in pattern else name, pattern) for pattern in SECRET_NAMES)
 
 
 def confine(root: Path, relative: str, *, must_exist: bool = True) -> tuple[Path, str]:
