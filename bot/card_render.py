@@ -101,6 +101,18 @@ def _state_line(proposal: Proposal) -> str:
     return f"➡️ Superseded: {summary}"
 
 
+def _override_line(incident: Incident) -> str:
+    """What a priority override did to this card; once a person set the priority, that it was set aside."""
+    t = incident.triage
+    rules = t.priority_before_override.value if t.priority_before_override else "?"
+    if incident.priority is not t.priority:  # a person's press moved it off the override's priority
+        return (f"⚖️ Override to {t.priority.value} set aside: a person set {incident.priority.value} "
+                f"(the rules said {rules})")
+    n = t.override_corrections or 0
+    return (f"⚖️ {t.priority.value} by override from {n} correction{'s' if n != 1 else ''} "
+            f"(the rules said {rules}; /overrides)")
+
+
 def render_card(
     incident: Incident,
     *,
@@ -119,9 +131,7 @@ def render_card(
         head += f" <i>(triaged {incident.priority_original.value})</i>"
     lines = [head]
     if t.priority_before_override is not None:  # bot/overrides.py: learnt from human corrections
-        n = t.override_corrections or 0
-        lines.append(f"⚖️ {t.priority.value} by override from {n} correction{'s' if n != 1 else ''} "
-                     f"(the rules said {t.priority_before_override.value}; /overrides)")
+        lines.append(_override_line(incident))
     if incident.kind is AlertKind.UPTIME_DOWN:
         lines.append("⛔ <b>Uptime monitor: site is down</b>")
     lines.append(f"<b>{esc(incident.title, 500)}</b>")

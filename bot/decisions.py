@@ -94,6 +94,16 @@ def _past(proposal: Proposal) -> str:
     }.get(proposal.state, "Nothing to decide.")
 
 
+def _set_aside(incident: Incident, new: Priority) -> str:
+    """What a press on an overridden card did to the override, for the answer."""
+    t = incident.triage
+    if t.override_id is None or incident.priority is not t.priority:
+        return ""
+    if new is incident.priority_original:
+        return f", the rules' own priority (override #{t.override_id} set aside for this incident)"
+    return f" (override #{t.override_id} set aside for this incident)"
+
+
 class DecisionService:
     def __init__(
         self,
@@ -327,16 +337,22 @@ class DecisionService:
             if incident.priority is new:
                 return Outcome(f"Already {new.value}.")
             await incidents.set_priority(incident.id, new)
+            # Measured against the triage's own priority (the rules' when an override replaced it):
+            # a row with original == corrected, e.g. an override put back to the rules' P1, is a
+            # human intervention but no correction of the rules (storage/metrics.py reads it so).
             await ProposalRepository(tx).record_priority_correction(
                 incident.id, incident.priority_original.value, new.value, actor.id, actor.name
             )
+            detail: dict[str, Any] = {"original": incident.priority_original.value, "from": incident.priority.value,
+                                      "to": new.value, "human_intervention": True}
+            if incident.triage.override_id is not None:  # the override this press sets aside (or restores)
+                detail["override_id"] = incident.triage.override_id
             await AuditRepository(tx).record(
                 "incident.priority", "corrected", actor_id=actor.id, actor_name=actor.name, incident_id=incident.id,
-                detail={"original": incident.priority_original.value, "from": incident.priority.value,
-                        "to": new.value, "human_intervention": True},
+                detail=detail,
             )
             await self.cards.publish(tx, incident.id)
-        return Outcome(f"Priority set to {new.value}.", changed=True, audited=True)
+        return Outcome(f"Priority set to {new.value}{_set_aside(incident, new)}.", changed=True, audited=True)
 
     # -- priority overrides (any stage: they change only how the bot triages) -------------------
 

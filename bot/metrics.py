@@ -171,7 +171,8 @@ class Metrics:
 
 
 def accuracy(incidents: list[TriagedIncident]) -> Ratio:
-    """Share of triaged incidents whose priority no human corrected."""
+    """Share of triaged incidents whose priority no human corrected (a priority put back to the
+    triage's own, e.g. an override set aside, is no correction: the triage was right)."""
     return Ratio(sum(1 for i in incidents if i.corrected_to is None), len(incidents))
 
 
@@ -183,8 +184,9 @@ def accuracy_by(incidents: list[TriagedIncident], key: str) -> dict[str, Ratio]:
 
 
 def intervention(incidents: list[TriagedIncident]) -> Ratio:
-    """Incidents whose priority a human corrected or whose proposal was rejected, over those triaged."""
-    return Ratio(sum(1 for i in incidents if i.corrected_to is not None or i.rejected), len(incidents))
+    """Incidents whose priority a human set (even back to the triage's own, setting an override
+    aside) or whose proposal was rejected, over those triaged."""
+    return Ratio(sum(1 for i in incidents if i.reprioritized or i.rejected), len(incidents))
 
 
 def false_fixes(runs: list[FixRun]) -> Ratio:

@@ -4,7 +4,9 @@ The metrics name the rule + project pairs whose priority humans corrected most, 
 (bot/metrics.py `corrections`). When a pair was corrected the same way at least
 OVERRIDE_AFTER_CORRECTIONS times, the digest and /stats offer an Apply button; an approver's press
 adds an override, and from then on new incidents that rule triages in that project get the
-corrected priority, the card saying so. `/overrides` lists them, each with a Remove button.
+corrected priority, the card saying so. `/overrides` lists them, each with a Remove button. An
+Apply under a message older than a person's later change to that pair (a removal, or another
+override applied) changes nothing and says who changed it: the next /stats or digest offers it anew.
 
 `apply_override` is the one function that changes a triage result: the pipeline calls it right
 after the rules (through `with_override`, bot/pipeline.py `_handle_alert`), Claude's triage when it
@@ -116,6 +118,17 @@ def _button_text(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def stale_offer_text(later: PriorityOverride) -> str:
+    """Why an Apply under an older message changed nothing: who changed the pair since, and when."""
+    what = f"Override #{later.id} ({later.priority} for {later.rule_id} in {later.project})"
+    if later.removed_at is not None:
+        done = f"was removed by {later.removed_by or 'someone'} at {later.removed_at:%Y-%m-%d %H:%M} UTC"
+    else:
+        done = f"was applied by {later.applied_by} at {later.applied_at:%Y-%m-%d %H:%M} UTC"
+    return (f"{what} {done}, after this offer was made: nothing changed. "
+            "If it should apply anyway, send /stats for a fresh offer and press Apply there.")
+
+
 # -- the service: offers, apply, remove, the list ------------------------------------------------
 
 
@@ -158,6 +171,13 @@ class OverrideService:
             if live is not None and live.priority == offer.priority:
                 await audit.record("override.apply", "already applied", detail={**pair, "override_id": live.id}, **who)
                 return OverrideAnswer(f"Already applied (override #{live.id}, by {live.applied_by}).")
+            # A button under an older message must not undo a person's later decision on this pair
+            # (a removal, or another override applied): a fresh /stats or digest offers it again.
+            later = await repo.changed_since(offer.rule_id, offer.project, offer.offered_at)
+            if later is not None:
+                await audit.record("override.apply", "refused: stale offer",
+                                   detail={**pair, "override_id": later.id}, **who)
+                return OverrideAnswer(stale_offer_text(later))
             if live is not None:  # humans now correct it another way: the newer evidence replaces it
                 await repo.remove(live.id, actor.name, actor.id)
                 await audit.record("override.remove", "replaced", detail={"override_id": live.id, **pair}, **who)

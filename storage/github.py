@@ -83,12 +83,18 @@ class GitHubIssueRepository:
         return _issue(row) if row else None
 
     async def request_issue(self, incident_id: int, repo: str, proposal_id: int | None,
-                            approved_by: str | None) -> tuple[str, GitHubIssueRow | None]:
+                            approved_by: str | None, *, investigation_id: int | None = None,
+                            ) -> tuple[str, GitHubIssueRow | None]:
         """Record the intent to file (once per incident) and queue its creation.
+
+        `investigation_id`: the report whose 📝 button was pressed, kept in the create job so the
+        body carries that report (None: Approve, the newest report). A job already pending keeps
+        the report it was queued with.
 
         Returns what was there before: ("new", None), or the state of the existing row with it —
         "filed" (nothing to do: link it), "pending" (already on its way), "failed" (tried again).
         """
+        job = {"investigation_id": investigation_id} if investigation_id is not None else None
         existing = await self.issue(incident_id)
         if existing is None:
             await self.db.execute(
@@ -96,7 +102,7 @@ class GitHubIssueRepository:
                 "VALUES (?, ?, ?, ?, ?)",
                 (incident_id, repo, proposal_id, approved_by, now_db()),
             )
-            await self.enqueue(incident_id, "create")
+            await self.enqueue(incident_id, "create", payload=job)
             return "new", None
         if existing.state == "failed":
             # A person approved again (after fixing the token, say). `create_sent_at` is kept: if an
@@ -106,9 +112,9 @@ class GitHubIssueRepository:
                 "repo = ? WHERE incident_id = ? AND state = 'failed'",
                 (proposal_id, approved_by, repo, incident_id),
             )
-            await self.enqueue(incident_id, "create")
+            await self.enqueue(incident_id, "create", payload=job)
         elif existing.state == "pending":
-            await self.enqueue(incident_id, "create")  # a no-op while its job is pending
+            await self.enqueue(incident_id, "create", payload=job)  # a no-op while its job is pending
         return existing.state, existing
 
     async def mark_create_sent(self, incident_id: int) -> None:

@@ -25,8 +25,13 @@ class TriagedIncident:
     rule_id: str | None
     project: str | None
     regression: bool
-    corrected_to: str | None  # the last human correction, None when nobody corrected it
+    # The priority a human last set, when it differs from the triage's own (`priority_original`):
+    # None when nobody corrected it, or a person only put it back where triage had it (an override
+    # set aside, or P1 -> P2 -> P1). What triage accuracy and the corrected rules judge.
+    corrected_to: str | None
     rejected: bool  # a proposal of it was rejected
+    # A human set its priority at all, even back to the triage's own: a human intervention.
+    reprioritized: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,28 +70,28 @@ class MetricsRepository:
             "SELECT i.id, i.priority, i.priority_original, i.category, i.project, i.regression_of, "
             "i.triage_source AS triage_source, "
             "json_extract(i.triage_json, '$.rule_id') AS rule_id, "
-            "(SELECT c.corrected FROM priority_corrections c WHERE c.incident_id = i.id "
-            " ORDER BY c.id DESC LIMIT 1) AS corrected_to, "
+            f"{_LAST_CORRECTION} AS last_corrected, "
             "EXISTS (SELECT 1 FROM proposals p WHERE p.incident_id = i.id AND p.state = 'rejected') AS rejected "
             "FROM incidents i WHERE i.first_seen >= ? AND i.first_seen < ? ORDER BY i.id",
             (to_db(since), to_db(until)),
         )
         return [
             TriagedIncident(r["id"], r["priority"], r["priority_original"], r["category"], str(r["triage_source"]),
-                            r["rule_id"], r["project"], r["regression_of"] is not None, r["corrected_to"],
-                            bool(r["rejected"]))
+                            r["rule_id"], r["project"], r["regression_of"] is not None,
+                            _against_triage(r["last_corrected"], r["priority_original"]), bool(r["rejected"]),
+                            reprioritized=r["last_corrected"] is not None)
             for r in rows
         ]
 
     async def day_incidents(self, since: datetime, until: datetime) -> list[DayIncident]:
         """Incidents first seen in the window, for the per-day chart (binned by local day in Python)."""
         rows = await self.db.fetchall(
-            "SELECT i.first_seen, i.priority, "
-            "EXISTS (SELECT 1 FROM priority_corrections c WHERE c.incident_id = i.id) AS corrected "
+            f"SELECT i.first_seen, i.priority, i.priority_original, {_LAST_CORRECTION} AS last_corrected "
             "FROM incidents i WHERE i.first_seen >= ? AND i.first_seen < ? ORDER BY i.id",
             (to_db(since), to_db(until)),
         )
-        return [DayIncident(_moment(r["first_seen"]), r["priority"], bool(r["corrected"])) for r in rows]
+        return [DayIncident(_moment(r["first_seen"]), r["priority"],
+                            _against_triage(r["last_corrected"], r["priority_original"]) is not None) for r in rows]
 
     async def resolutions(self, since: datetime, until: datetime) -> list[Resolution]:
         """Incidents resolved in the window. "Investigated": a report was delivered (state 'done')
@@ -139,6 +144,19 @@ class MetricsRepository:
                    bool(r["recurred"]))
             for r in rows
         ]
+
+
+# The priority a human last set on incident `i` (NULL when nobody did).
+_LAST_CORRECTION = (
+    "(SELECT c.corrected FROM priority_corrections c WHERE c.incident_id = i.id ORDER BY c.id DESC LIMIT 1)"
+)
+
+
+def _against_triage(last_corrected: str | None, priority_original: str) -> str | None:
+    """A human's last priority as a correction of the triage: None when it is the triage's own
+    priority. An overridden incident keeps the rules' priority as its original (bot/overrides.py),
+    so putting it back there sets the override aside; the rules were right, not corrected."""
+    return last_corrected if last_corrected != priority_original else None
 
 
 def _moment(value: str) -> datetime:

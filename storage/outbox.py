@@ -173,9 +173,19 @@ class OutboxRepository:
         await self.db.execute("UPDATE outbox SET kind = 'send' WHERE id = ?", (item_id,))
 
     async def park(self, item_id: int, error: str) -> None:
+        """Failed for good: the row stays (what failed, and why), its file's bytes go, as they
+        would once sent; a parked row is never tried again, so nothing would read them."""
         await self.db.execute(
             "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
             (error[:500], item_id),
+        )
+        await self.db.execute("DELETE FROM outbox_files WHERE outbox_id = ?", (item_id,))
+
+    async def drop_unsendable_files(self) -> int:
+        """Delete the bytes no pending row will upload (a row parked or sent before its bytes were
+        deleted, e.g. by a crash between the two statements, or by a version without the delete)."""
+        return await self.db.execute(
+            "DELETE FROM outbox_files WHERE outbox_id NOT IN (SELECT id FROM outbox WHERE state = 'pending')"
         )
 
     async def depth(self) -> int:

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from storage.timefmt import from_db, now_db
+from storage.timefmt import from_db, now_db, to_db
 
 if TYPE_CHECKING:  # `remediator triage` reads overrides without loading the async database layer
     from storage.db import Executor
@@ -27,6 +27,7 @@ class OverrideOffer:
     priority: str
     corrections: int
     triaged: int
+    offered_at: datetime  # when a message last showed it (each showing refreshes it)
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,16 @@ class OverrideRepository:
 
     async def get_offer(self, offer_id: int) -> OverrideOffer | None:
         row = await self.db.fetchone(
-            "SELECT id, rule_id, project, priority, corrections, triaged FROM priority_override_offers WHERE id = ?",
+            "SELECT id, rule_id, project, priority, corrections, triaged, offered_at FROM priority_override_offers "
+            "WHERE id = ?",
             (offer_id,),
         )
         if row is None:
             return None
+        offered_at = from_db(row["offered_at"])
+        assert offered_at is not None
         return OverrideOffer(row["id"], row["rule_id"], row["project"], row["priority"], row["corrections"],
-                             row["triaged"])
+                             row["triaged"], offered_at)
 
     # -- overrides ---------------------------------------------------------------------------
 
@@ -103,6 +107,18 @@ class OverrideRepository:
         row = await self.db.fetchone(
             f"SELECT {_COLUMNS} FROM priority_overrides WHERE rule_id = ? AND project = ? AND removed_at IS NULL",
             (rule_id, project),
+        )
+        return _override(row) if row is not None else None
+
+    async def changed_since(self, rule_id: str, project: str, since: datetime) -> PriorityOverride | None:
+        """The pair's override a person applied or removed at or after `since` (the latest such
+        change; on a tie, the newer override), None when nobody changed the pair since then."""
+        moment = to_db(since)
+        row = await self.db.fetchone(
+            f"SELECT {_COLUMNS} FROM priority_overrides WHERE rule_id = ? AND project = ? "
+            "AND (applied_at >= ? OR removed_at >= ?) "
+            "ORDER BY MAX(applied_at, COALESCE(removed_at, applied_at)) DESC, id DESC LIMIT 1",
+            (rule_id, project, moment, moment),
         )
         return _override(row) if row is not None else None
 

@@ -104,6 +104,38 @@ async def test_a_press_files_one_issue_with_the_report_even_when_the_card_propos
     assert outcomes == ["requested", "already filed"]
 
 
+async def test_the_button_under_an_older_report_files_that_report_not_the_newest(wired, fake):
+    incident_id, _ = await wired.s.open_incident()
+    older = await wired.investigated(incident_id, "## Older report\n\nThe cache was cold.")
+    await wired.investigated(incident_id, "## Newer report\n\nThe disk was full.")
+    assert (await wired.s.decisions.press(ANN, wired.press(incident_id, older))).changed
+    await wired.drain()
+    [issue] = fake.issues()
+    assert "The cache was cold." in issue["body"] and "The disk was full." not in issue["body"]
+    # Once filed, a press under the other report links the same issue.
+    again = await wired.s.decisions.press(BOB, wired.press(incident_id, older + 1))
+    assert again.answer == "Already filed: #1 https://github.com/acme/api/issues/1"
+    assert len(fake.creates()) == 1
+
+
+async def test_an_approve_files_the_newest_report(make_services, fake):
+    w = Wired(await make_services(stage=3), fake)
+    try:
+        from bot.github.runner import GitHubIssueRunner
+
+        w.s.executor.runners[ProposalKind.GITHUB_ISSUE] = GitHubIssueRunner(w.s.db, REPO, w.github.notify)
+        incident_id, proposal_id = await w.s.open_incident(kind=ProposalKind.GITHUB_ISSUE)
+        await w.investigated(incident_id, "## Older report\n\nThe cache was cold.")
+        await w.investigated(incident_id, "## Newer report\n\nThe disk was full.")
+        await w.s.decisions.press(ANN, CardPress("ap", incident_id, str(proposal_id)))
+        await w.s.tasks.wait_idle()
+        await w.drain()
+        [issue] = fake.issues()
+        assert "The disk was full." in issue["body"] and "The cache was cold." not in issue["body"]
+    finally:
+        await w.client.aclose()
+
+
 async def test_an_approve_after_the_button_links_the_same_issue(make_services, fake):
     w = Wired(await make_services(stage=3), fake)
     try:

@@ -192,3 +192,43 @@ async def test_a_document_too_large_for_telegram_is_parked_not_retried_forever(r
     row = await rig.db.fetchone("SELECT state, last_error FROM outbox ORDER BY id LIMIT 1")
     assert row["state"] == "failed" and "Too Large" in row["last_error"]
     assert [m.plain_text for m in rig.emu.messages(CHAT)] == ["next"]  # the chat was not blocked
+
+
+async def _stored_bytes(db: Database) -> list[tuple[int, str, int]]:
+    rows = await db.fetchall("SELECT o.id, o.state, length(f.content) AS n FROM outbox o "
+                             "JOIN outbox_files f ON f.outbox_id = o.id ORDER BY o.id")
+    return [(r["id"], r["state"], r["n"]) for r in rows]
+
+
+async def test_a_parked_file_keeps_its_row_but_not_its_bytes(rig):
+    rig.emu.fail("sendDocument", 413, times=3)
+    await rig.queue(kind="document", filename="big.bin", content=b"x" * 200_000, caption="big")
+    await rig.drain()
+    row = await rig.db.fetchone("SELECT state, last_error, payload FROM outbox")
+    assert row["state"] == "failed" and "Too Large" in row["last_error"] and "big.bin" in row["payload"]
+    assert await _stored_bytes(rig.db) == []  # the database does not keep 200 kB nobody will send
+
+
+async def test_bytes_left_by_rows_parked_before_are_deleted_when_the_sender_starts(rig):
+    # A database from before parked rows dropped their bytes: one parked, one sent, one still to send.
+    async with rig.db.transaction() as tx:
+        outbox = OutboxRepository(tx)
+        parked = await outbox.add_file(CHAT, {"text": "p"}, kind="document", filename="p.md", content=b"p" * 5000)
+        sent = await outbox.add_file(CHAT, {"text": "s"}, kind="document", filename="s.md", content=b"s" * 50)
+        waiting = await outbox.add_file(CHAT, {"text": "w"}, kind="document", filename="w.md", content=b"w" * 7)
+        await tx.execute("UPDATE outbox SET state = 'failed' WHERE id = ?", (parked,))
+        await tx.execute("UPDATE outbox SET state = 'sent' WHERE id = ?", (sent,))
+    assert len(await _stored_bytes(rig.db)) == 3
+    rig.emu.set_down(True)  # the start's cleanup must not wait for Telegram, nor touch what waits to be sent
+    run = asyncio.create_task(rig.sender.run())
+    try:
+        for _ in range(500):
+            if len(await _stored_bytes(rig.db)) < 3:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        rig.sender.stop()
+        await run
+    assert await _stored_bytes(rig.db) == [(waiting, "pending", 7)]
+    assert [r["state"] for r in await rig.db.fetchall("SELECT state FROM outbox ORDER BY id")] == [
+        "failed", "sent", "pending"]

@@ -194,8 +194,10 @@ async def test_when_people_correct_an_override_another_way_the_newer_offer_repla
     listing = (await services.commands.run(ANN, "overrides", "", CHAT_ID)).html
     assert "→ <b>P2</b>, from 4 corrections, by Bob" in listing and "<b>P0</b>" not in listing
     assert [(e.outcome, e.detail["override_id"]) for e in await services.audit("override.remove")] == [("replaced", 1)]
-    # The old offer's button, pressed again, applies P0 anew only by a person's choice: it says what it did.
-    assert "Applied" in (await services.decisions.press(ANN, first)).answer
+    # The old offer's button, pressed again, does not undo Bob's newer decision: it says who made it.
+    stale = await services.decisions.press(ANN, first)
+    assert not stale.changed and "Override #2 (P2" in stale.answer and "applied by Bob" in stale.answer
+    assert "→ <b>P2</b>" in (await services.commands.run(ANN, "overrides", "", CHAT_ID)).html
 
 
 def test_apply_override_needs_the_rule_and_the_project_and_keeps_the_first_original() -> None:

@@ -3,8 +3,8 @@
 A press records the intent to file through the same exactly-once path as Approve on a
 `github_issue` proposal — `GitHubIssueRepository.request_issue`, one row and one job per
 incident, the hidden marker in the body — so the worker (bot/github/service.py) files it with
-the report in the body and the `auto-investigated` label, whatever the card proposes (a pattern
-fix too). A second press, or an Approve, links the issue already filed. The caller
+the pressed report (kept in the create job, not the incident's newest) in the body and the
+`auto-investigated` label, whatever the card proposes (a pattern fix too). A second press, or an Approve, links the issue already filed. The caller
 (bot/decisions.py) has checked the approver's right and the rollout stage; the kill switch is
 read here, inside the transaction that records the intent.
 """
@@ -61,7 +61,9 @@ class ReportIssueFiler:
             if (await killswitch.read(tx)).on:
                 await audit.record(AUDIT_ACTION, "refused: kill switch on", **audit_args)
                 return Filing("🛑 The kill switch is on: no issue is filed. Nothing changed.")
-            before, row = await GitHubIssueRepository(tx).request_issue(press.incident_id, self.repo, None, actor.name)
+            # The pressed report goes in the body, not the newest one: the person read this one.
+            before, row = await GitHubIssueRepository(tx).request_issue(press.incident_id, self.repo, None, actor.name,
+                                                                        investigation_id=inv.id)
             detail = {"repo": self.repo, "github": before, "investigation_id": inv.id, "via": "report button"}
             if before == "filed" and row is not None:
                 await audit.record(AUDIT_ACTION, "already filed", detail={**detail, "number": row.number,

@@ -173,7 +173,7 @@ class GitHubIssueService(WakeableLoop):
                 number, url, assignee = found
                 await self._filed(job, row, number, url, assignee, found_existing=True)
                 return True
-        context = await self._context(row, incident)
+        context = await self._context(row, incident, _pressed_investigation(job))
         draft = render_issue(incident, context, self.redactor)
         labels = await self._ready_labels(row.repo, draft.labels)
         async with self.db.transaction() as tx:
@@ -192,7 +192,7 @@ class GitHubIssueService(WakeableLoop):
         await self._filed(job, row, issue.number, issue.html_url, assignee, found_existing=False)
         return True
 
-    async def _context(self, row: GitHubIssueRow, incident: Incident) -> IssueContext:
+    async def _context(self, row: GitHubIssueRow, incident: Incident, investigation_id: int | None) -> IssueContext:
         owner = incident.triage.owner
         assignee = None
         if owner is not None and owner.github and await self.client.can_be_assigned(row.repo, owner.github):
@@ -200,11 +200,22 @@ class GitHubIssueService(WakeableLoop):
         link = await GlitchTipRepository(self.db).link(incident.id)
         tracker = IssueDetails.from_dict(link.details) if link and link.kind == "issue" and link.details else None
         earlier = await GitHubIssueRepository(self.db).issue_of_incident(incident.regression_of)
-        report = await self.report_for(self.db, incident.id) if self.report_for is not None else None
+        report = await self._report(incident.id, investigation_id)
         return IssueContext(
             approved_by=row.approved_by or "an approver", approved_at=row.requested_at, assignee=assignee,
             tracker=tracker, earlier_issue=earlier.ref if earlier else None, report=report,
         )
+
+    async def _report(self, incident_id: int, investigation_id: int | None) -> str | None:
+        """The report the body carries: the one whose 📝 button was pressed, else (Approve, or that
+        report gone) the incident's newest; None when reports are off."""
+        if self.report_for is None:
+            return None
+        if investigation_id is not None:
+            pressed = await report_of(self.db, incident_id, investigation_id)
+            if pressed is not None:
+                return pressed
+        return await self.report_for(self.db, incident_id)
 
     async def _ready_labels(self, repo: str, wanted: list[str]) -> list[str]:
         """Create the labels that are missing; a label GitHub will not create is left off the issue
@@ -380,6 +391,20 @@ class GitHubIssueService(WakeableLoop):
 async def latest_report(db: Executor, incident_id: int) -> str | None:
     """The newest finished investigation report of the incident (Markdown, stored redacted)."""
     return await InvestigationRepository(db).latest_report_markdown(incident_id)
+
+
+async def report_of(db: Executor, incident_id: int, investigation_id: int) -> str | None:
+    """One finished investigation's report (Markdown, stored redacted), if it is this incident's."""
+    found = await InvestigationRepository(db).get(investigation_id)
+    if found is None or found.incident_id != incident_id or found.state != "done":
+        return None
+    return found.report_markdown
+
+
+def _pressed_investigation(job: GitHubJob) -> int | None:
+    """The investigation whose 📝 button queued this create job (storage/github.py `request_issue`)."""
+    value = job.payload.get("investigation_id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _with_marker(issues: list[ApiIssue], incident_id: int, since: datetime) -> ApiIssue | None:

@@ -93,6 +93,21 @@ class OutboxSender(WakeableLoop):
         self._global_next = 0.0
         self.chat_moves: dict[int, int] = {}  # groups upgraded to supergroups while running
 
+    async def run(self) -> None:
+        await self.drop_unsendable_files()  # once at start: what parked rows of an older run left behind
+        await super().run()
+
+    async def drop_unsendable_files(self) -> int:
+        """Delete stored file bytes that no pending row will upload; never stops the sender."""
+        try:
+            dropped = await OutboxRepository(self.db).drop_unsendable_files()
+        except Exception:  # a cleanup: the sender must start regardless
+            log.exception("could not delete the bytes of files no longer to be sent")
+            return 0
+        if dropped:
+            log.info("deleted the stored bytes of %d file(s) no longer to be sent", dropped)
+        return dropped
+
     async def step(self) -> float:
         return await self.send_due()
 
@@ -226,7 +241,8 @@ class OutboxSender(WakeableLoop):
         error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
         if item.failures + 1 >= MAX_PERMANENT_FAILURES:
             log.error("outbox #%s parked: %s", item.id, error)
-            await outbox.park(item.id, error)
+            async with self.db.transaction() as tx:  # the row's state and its bytes' deletion together
+                await OutboxRepository(tx).park(item.id, error)
         else:
             delay = 5.0 * (item.failures + 1)
             self._pace[item.chat_id].next_at = time.monotonic() + delay
