@@ -141,9 +141,14 @@ def compile_regex(pattern: str, flags: int = 0) -> BoundedRegex:
     if problem:
         raise ValueError(problem)
     try:
-        return BoundedRegex(_regex.compile(pattern, flags | _regex.V0), flags)
+        return BoundedRegex(_compiled(pattern, flags | _regex.V0), flags)
     except _regex.error as exc:  # the rare pattern `re` takes and `regex` reads otherwise
         raise ValueError(f"invalid regex {pattern!r}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=4096)  # as regex_problem: `regex`'s own cache holds 500, the rules have ~800
+def _compiled(pattern: str, flags: int) -> _regex.Pattern[str]:
+    return _regex.compile(pattern, flags)
 
 
 Items = Sequence[tuple[Any, Any]]

@@ -4,8 +4,10 @@ the services alone on a real SQLite file (no HTTP) for the service-level tests."
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -163,12 +165,18 @@ class Harness:
         )
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One per process: each client building its own loads the CA bundle again (about 50 ms)."""
+    return ssl.create_default_context()
+
+
 @pytest.fixture
 async def start_app(
     emulator: BotAPIEmulator, tmp_path: Path
 ) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
     started: list[Application] = []
-    client = httpx.AsyncClient(timeout=10)
+    client = httpx.AsyncClient(timeout=10, verify=_tls_context())
 
     async def start(**overrides: Any) -> Harness:
         settings = make_settings(tmp_path, **overrides)
