@@ -2,7 +2,7 @@
 
     async with anthropic_fake() as fake:
         fake.script(tool_use_reply("triage", {...}), error_reply(429, "slow down"))
-        client = anthropic.AsyncAnthropic(api_key="test", base_url=fake.base_url, max_retries=0)
+        client = fake.client()  # anthropic.AsyncAnthropic(base_url=fake.base_url, max_retries=0)
 
 Replies are served in order to POST /v1/messages; once the script is used up, `fake.default`
 (a callable taking the request body) answers, and without one the fake answers 500 so a test
@@ -22,9 +22,14 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    # The SDK takes seconds to import: only the tests that make a client (`AnthropicFake.client`)
+    # load it, not every pytest worker that merely collects the files importing this one.
+    import anthropic
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -48,6 +53,7 @@ class Reply:
     raw: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    hold: asyncio.Event | None = None  # answered only once set
 
 
 def _message(content: list[dict[str, Any]], *, stop_reason: str, input_tokens: int, output_tokens: int,
@@ -98,6 +104,13 @@ def slow_reply(seconds: float, reply: Reply) -> Reply:
     return Reply(status=reply.status, body=reply.body, raw=reply.raw, headers=reply.headers, delay_s=seconds)
 
 
+def held_reply(reply: Reply) -> tuple[Reply, asyncio.Event]:
+    """`reply`, answered only when the test sets the event: Claude "still thinking" for exactly as long
+    as the test looks at what happens meanwhile, instead of a delay long enough for a loaded machine."""
+    release = asyncio.Event()
+    return Reply(status=reply.status, body=reply.body, raw=reply.raw, headers=reply.headers, hold=release), release
+
+
 def raw_reply(status: int, body_text: str) -> Reply:
     """A body sent as-is with a JSON content type (malformed JSON)."""
     return Reply(status=status, raw=body_text)
@@ -124,6 +137,12 @@ class AnthropicFake:
     @property
     def calls(self) -> int:
         return len(self.requests)
+
+    def client(self, api_key: str = "sk-ant-test") -> anthropic.AsyncAnthropic:
+        """The real SDK's client, pointed at this fake, without retries (a test scripts each answer)."""
+        import anthropic  # here, not at the top: see the TYPE_CHECKING import
+
+        return anthropic.AsyncAnthropic(api_key=api_key, base_url=self.base_url, max_retries=0)
 
     async def start(self) -> AnthropicFake:
         app = web.Application(client_max_size=32 * 1024 * 1024)
@@ -161,6 +180,8 @@ class AnthropicFake:
             reply = error_reply(500, "the fake has no scripted answer left")
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
+        if reply.hold is not None:
+            await reply.hold.wait()
         headers = {"request-id": f"req_fake{next(_ids):06d}", **reply.headers}
         if reply.body is None:
             return web.Response(status=reply.status, text=reply.raw or "", content_type="application/json",

@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import pytest
 
 from bot.background import BackgroundTasks
@@ -42,12 +40,14 @@ from tests.anthropic_fake import (
     Reply,
     anthropic_fake,
     error_reply,
+    held_reply,
     json_reply,
     raw_reply,
     slow_reply,
     text_reply,
     tool_use_reply,
 )
+from tests.forked_cli import ForkedCli
 
 CHAT = -100
 OWNERS = OwnerMap.from_dict({"owner": [
@@ -112,7 +112,7 @@ async def make_world(tmp_path: Path, fake: AnthropicFake) -> AsyncIterator[Any]:
         policy = RolloutPolicy(Stage(2))
         cards = CardPublisher(CHAT, policy)
         tasks = BackgroundTasks()
-        client = anthropic.AsyncAnthropic(api_key="sk-ant-test", base_url=fake.base_url, max_retries=0)
+        client = fake.client()
         gate = ClaudeGate(client, db, models=ClaudeModels("claude-haiku-5-5", "claude-sonnet-5-5"),
                           prices=load_prices(), daily_budget_usd=budget, timeout_s=timeout_s, announcer=cards)
         redactor = redactor or Redactor()
@@ -198,13 +198,15 @@ async def test_a_json_text_answer_is_accepted_when_a_gateway_ignores_the_tool(ma
 
 async def test_the_first_card_waits_briefly_then_a_late_answer_edits_it(make_world: Any) -> None:
     world: World = await make_world(wait_s=0.2)
-    world.fake.script(slow_reply(1.5, answer()))
+    late, answer_now = held_reply(answer())
+    world.fake.script(late)
     await InboxRepository(world.db).add("generic", json.dumps(DB_ERROR).encode())
     await world.pipeline.drain_once()  # the pipeline is free again at once: Claude runs in the background
     assert await world.db.fetchone("SELECT 1 FROM outbox") is None  # the card waits (briefly) for Claude
 
     first = await _wait_for_card(world)
     assert "rules; asking Claude…" in first and "🤖" not in first
+    answer_now.set()
     await world.tasks.wait_idle()
     edited = await world.card(1)
     assert "🤖 triage: Claude (confidence 80%)" in edited and "asking Claude" not in edited
@@ -307,26 +309,47 @@ async def test_an_interrupted_claude_triage_is_asked_again_at_start(make_world: 
 # -- `remediator triage --claude` ------------------------------------------------------------------
 
 
-async def _cli(tmp_path: Path, fake: AnthropicFake, *args: str) -> tuple[int, str, str]:
+REPO = Path(__file__).parent.parent
+
+
+def _plain_env(home: Path, **settings: str) -> dict[str, str]:
+    """No setting from the developer's environment: only these."""
+    return {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "PYTHONPATH": str(REPO), **settings}
+
+
+@pytest.fixture(scope="module")
+def forked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkedCli]:
+    """`python -m bot …` runs, each its own process, forked from one interpreter that has imported the
+    bot and the `anthropic` SDK already (tests/forked_cli.py): a fresh one spends about 3 s of CPU on that."""
+    zygote = ForkedCli(REPO, _plain_env(tmp_path_factory.mktemp("zygote")), preload=("anthropic",))
+    try:
+        yield zygote
+    finally:
+        zygote.close()
+
+
+async def _run(forked: ForkedCli, tmp_path: Path, *args: str, **settings: str) -> tuple[int, str, str]:
+    """`python -m bot ARGS` in `tmp_path` with only `settings` (in a thread: the fake answers meanwhile)."""
+    done = await asyncio.to_thread(forked.run, list(args), cwd=tmp_path, env=_plain_env(tmp_path, **settings),
+                                   stdin="", timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
+async def _cli(forked: ForkedCli, tmp_path: Path, fake: AnthropicFake, *args: str) -> tuple[int, str, str]:
     """`python -m bot triage …` as a user runs it, with Claude pointed at the fake."""
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).parent.parent),
-           "ANTHROPIC_API_KEY": "sk-ant-cli-key", "ANTHROPIC_BASE_URL": fake.base_url,
-           "ANTHROPIC_TRIAGE_MODEL": "claude-haiku-5-5", "DATABASE_PATH": str(tmp_path / "none.db"),
-           "OWNERS_FILE": str(tmp_path / "owners.toml")}
     (tmp_path / "owners.toml").write_text('[[owner]]\nname = "Dana"\ntelegram = "@dana"\ncategories = ["database"]\n')
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "triage", *args, cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    return int(process.returncode or 0), out.decode(), err.decode()
+    return await _run(forked, tmp_path, "triage", *args, ANTHROPIC_API_KEY="sk-ant-cli-key",
+                      ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_TRIAGE_MODEL="claude-haiku-5-5",
+                      DATABASE_PATH=str(tmp_path / "none.db"), OWNERS_FILE=str(tmp_path / "owners.toml"))
 
 
-async def test_cli_triage_claude_prints_both_answers_side_by_side(tmp_path: Path, fake: AnthropicFake) -> None:
+async def test_cli_triage_claude_prints_both_answers_side_by_side(
+        forked: ForkedCli, tmp_path: Path, fake: AnthropicFake) -> None:
     alerts = tmp_path / "alerts.jsonl"
     alerts.write_text(json.dumps(DB_ERROR) + "\n" + json.dumps(
         {"title": "KeyError: 'user_id' password=hunter2secret", "project": "api"}) + "\n")
     fake.script(answer(), error_reply(429))
-    status, out, err = await _cli(tmp_path, fake, "--claude", "--json", "--file", str(alerts))
+    status, out, err = await _cli(forked, tmp_path, fake, "--claude", "--json", "--file", str(alerts))
     assert status == 0, err
     first, second = (json.loads(line) for line in out.splitlines())
     assert (first["priority"], first["category"]) == ("P0", "infrastructure")  # the rules'
@@ -338,18 +361,14 @@ async def test_cli_triage_claude_prints_both_answers_side_by_side(tmp_path: Path
     assert "hunter2secret" not in json.dumps(fake.requests)
 
     fake.script(answer())
-    status, out, err = await _cli(tmp_path, fake, "--claude", json.dumps(DB_ERROR))
+    status, out, err = await _cli(forked, tmp_path, fake, "--claude", json.dumps(DB_ERROR))
     assert status == 0, err
     assert "P0 infrastructure" in out and "   claude: P1 database · confidence 80% · differs · owner: @dana" in out
 
 
-async def test_cli_triage_claude_without_a_key_says_what_it_needs(tmp_path: Path, fake: AnthropicFake) -> None:
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).parent.parent)}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "triage", "--claude", "boom", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    _, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 2 and "--claude needs ANTHROPIC_API_KEY" in err.decode()
+async def test_cli_triage_claude_without_a_key_says_what_it_needs(forked: ForkedCli, tmp_path: Path) -> None:
+    status, _, err = await _run(forked, tmp_path, "triage", "--claude", "boom")
+    assert status == 2 and "--claude needs ANTHROPIC_API_KEY" in err
 
 
 async def test_metrics_report_triage_accuracy_by_source(make_world: Any) -> None:
@@ -378,15 +397,10 @@ async def test_a_held_card_goes_out_even_when_asking_claude_breaks(make_world: A
     assert world.fake.calls == 0
 
 
-async def test_run_refuses_a_bad_prices_file_with_its_reason(tmp_path: Path) -> None:
+async def test_run_refuses_a_bad_prices_file_with_its_reason(forked: ForkedCli, tmp_path: Path) -> None:
     prices = tmp_path / "prices.toml"
     prices.write_text("[models.cheap]\ninput = 1\noutput = 1\n")  # no [default]
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).parent.parent),
-           "ANTHROPIC_API_KEY": "sk-ant-x", "LLM_PRICES_FILE": str(prices), "DATABASE_PATH": str(tmp_path / "r.db"),
-           "WEBHOOK_PORT": "0"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    _, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode != 0
-    assert f"LLM_PRICES_FILE {prices}: needs a [default] table" in err.decode()
+    status, _, err = await _run(forked, tmp_path, "run", ANTHROPIC_API_KEY="sk-ant-x", LLM_PRICES_FILE=str(prices),
+                                DATABASE_PATH=str(tmp_path / "r.db"), WEBHOOK_PORT="0")
+    assert status != 0
+    assert f"LLM_PRICES_FILE {prices}: needs a [default] table" in err

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from bot.telegram_emulator import strip_html
 from bot.triage.claude import TOOL_NAME
 from storage.llm import LlmUsageRepository, triage_state
-from tests.anthropic_fake import AnthropicFake, anthropic_fake, slow_reply, tool_use_reply
+from tests.anthropic_fake import AnthropicFake, anthropic_fake, held_reply, tool_use_reply
 from tests.conftest import glitchtip_sample
 from tests.glitchtip_fake import TOKEN, FakeGlitchTip
 
@@ -36,13 +36,15 @@ def claude_on(fake: AnthropicFake, **more: Any) -> dict[str, Any]:
 
 async def test_the_card_goes_out_with_the_rules_then_claudes_answer_edits_it(start_app: Any, claude: AnthropicFake):
     h = await start_app(**claude_on(claude, claude_triage_wait_s=0.3))
-    claude.script(slow_reply(1.0, tool_use_reply(TOOL_NAME, ANSWER)))
+    late, answer_now = held_reply(tool_use_reply(TOOL_NAME, ANSWER))
+    claude.script(late)
     body = {"title": "OperationalError: could not connect to server: Connection refused", "project": "api"}
     assert (await h.post("generic", body)).status_code == 202
 
     [card] = await h.wait_cards(1)
     first = strip_html(card.history[0])  # as first sent: Claude had not answered within 0.3 s
     assert "P0 · infrastructure" in first and "rules; asking Claude…" in first  # the rules' triage
+    answer_now.set()
     edited = await h.wait_text(card.message_id, "triage: Claude (confidence 90%)")
     assert "Claude: the database refuses connections." in edited.plain_text
     assert "P1 · database" in edited.plain_text and "rules said P0 · infrastructure" in edited.plain_text

@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import pytest
 
 from bot.callback_data import INVESTIGATE, CardPress
@@ -79,7 +78,7 @@ def shop(tmp_path: Path) -> tuple[Path, str]:
 
 
 def _gate(fake: AnthropicFake, db: Any, *, budget: float = 5.0, timeout_s: float = 5.0) -> ClaudeGate:
-    client = anthropic.AsyncAnthropic(api_key="test-key", base_url=fake.base_url, max_retries=0)
+    client = fake.client(api_key="test-key")
     return ClaudeGate(client, db, models=ClaudeModels(triage="claude-triage-test", investigate=MODEL),
                       prices=parse_prices({"default": {"input": 3.0, "output": 15.0}}), daily_budget_usd=budget,
                       timeout_s=timeout_s)

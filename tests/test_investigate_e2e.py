@@ -13,7 +13,7 @@ from typing import Any
 from bot.investigate.claude import SUBMIT
 from bot.models import utcnow
 from storage.investigations import InvestigationRepository
-from tests.anthropic_fake import Reply, anthropic_fake, error_reply, slow_reply, tool_use_reply
+from tests.anthropic_fake import Reply, anthropic_fake, error_reply, held_reply, tool_use_reply
 from tests.conftest import CHAT_ID
 
 STACK = ('Traceback (most recent call last):\n'
@@ -39,8 +39,9 @@ def _repo(tmp_path: Path) -> tuple[Path, str]:
 
 async def test_with_a_key_claude_investigates_and_the_report_replies_under_the_card(start_app, tmp_path):
     repo, sha = _repo(tmp_path)
+    first_step, step_now = held_reply(tool_use_reply("read_file", {"path": "src/shop/orders.py"}))  # see the card
     investigation: list[Reply] = [
-        slow_reply(1.5, tool_use_reply("read_file", {"path": "src/shop/orders.py"})),  # time to see the card
+        first_step,
         tool_use_reply(SUBMIT, {
             "root_cause": "Orders still carry 'cost'; the renamed key 'price' is missing",
             "evidence": [{"file": "src/shop/orders.py", "line": 3, "commit": sha, "why": "the KeyError's line"}],
@@ -63,6 +64,7 @@ async def test_with_a_key_claude_investigates_and_the_report_replies_under_the_c
         [card] = await h.wait_cards(1)
         assert "recorded" in (await h.press(card.message_id, f"iv:{1}:"))["text"]
         await h.emu.wait_for(lambda: "Investigating" in h.emu.message(CHAT_ID, card.message_id).plain_text, 10)
+        step_now.set()
         report = await h.emu.wait_for(lambda: next(
             (m for m in h.emu.messages(CHAT_ID) if m.media is not None and m.reply_to_message_id == card.message_id),
             None), 20)

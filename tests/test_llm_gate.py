@@ -7,9 +7,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import pytest
 from pydantic import SecretStr
 
@@ -26,6 +25,9 @@ from tests.anthropic_fake import (
     text_reply,
 )
 from tests.conftest import make_settings
+
+if TYPE_CHECKING:
+    import anthropic  # the SDK loads when a test makes a client (AnthropicFake.client), not at collection
 
 # 1000 input + 500 output tokens at $2 / $4 per million: exactly $0.004 a call.
 PRICES = Prices(default=Price(input=2.0, output=4.0), models={})
@@ -71,7 +73,7 @@ _clients: list[anthropic.AsyncAnthropic] = []
 
 def make_gate(fake: AnthropicFake, db: Database, *, budget: float = 1.0, chat: Chat | None = None,
               clock: Clock | None = None, timeout_s: float = 5.0) -> ClaudeGate:
-    client = anthropic.AsyncAnthropic(api_key="sk-ant-test", base_url=fake.base_url, max_retries=0)
+    client = fake.client()
     _clients.append(client)
     return ClaudeGate(client, db, models=ClaudeModels(triage="claude-haiku-5-5", investigate="claude-sonnet-5-5"),
                       prices=PRICES, daily_budget_usd=budget, timeout_s=timeout_s, announcer=chat,

@@ -5,6 +5,13 @@ within seconds, with no traceback and nothing left running (the busy port used t
 process; a rejected token used to retry forever). Telegram is the Bot API emulator on
 127.0.0.1. Every run gets a clean environment (the developer's settings stripped) and a fresh
 working directory, so no stray `.env` is read.
+
+Start-ups that reach the application (Telegram asked, the demo running, `scripts/run`) are fresh
+interpreters, as a user starts them. Failures the CLI decides before it builds the application
+(settings, files, the database path, a busy port) are runs forked from one interpreter that has
+imported the bot and loaded its rules already (`decided`, tests/forked_cli.py): each its own
+process with its own environment, directory, output and exit code, without the second of CPU a
+fresh interpreter spends before it decides anything.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +36,7 @@ from bot.settings import ENV_FILE_VARIABLE, Settings
 from bot.telegram_emulator import BotAPIEmulator
 from tests.conftest import BOT_TOKEN as EMULATOR_BOT_TOKEN
 from tests.conftest import CHAT_ID, free_port, make_settings
+from tests.forked_cli import ForkedCli
 
 REPO = Path(__file__).resolve().parent.parent
 SETTING_NAMES = {name.upper() for name in Settings.model_fields} | {ENV_FILE_VARIABLE}
@@ -138,7 +146,33 @@ class BotProcess:
 
 
 async def run_bot(workdir: Path, *args: str, **settings: str) -> Finished:
+    """`python -m bot ARGS` in a fresh interpreter, until it ends."""
     return await (await BotProcess.start(workdir, *args, **settings)).finish()
+
+
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkedCli]:
+    forked = ForkedCli(REPO, _env(tmp_path_factory.mktemp("zygote")))
+    try:
+        yield forked
+    finally:
+        forked.close()
+
+
+Decided = Callable[..., Awaitable[Finished]]
+
+
+@pytest.fixture
+def decided(zygote: ForkedCli) -> Decided:
+    """`python -m bot ARGS` forked from the zygote, until it ends (90 s: a hang fails the test)."""
+
+    async def run(workdir: Path, *args: str, **settings: str) -> Finished:
+        started = time.monotonic()
+        done = await asyncio.to_thread(zygote.run, list(args or ("run",)), cwd=workdir,
+                                       env=_env(workdir, **settings), stdin="", timeout=90, merge_output=True)
+        return Finished(done.returncode, done.stdout.rstrip("\n"), time.monotonic() - started)
+
+    return run
 
 
 def assert_one_clear_line(result: Finished, *needles: str) -> str:
@@ -177,12 +211,12 @@ def busy_port() -> Iterator[int]:
 
 @pytest.mark.parametrize("mode", ["demo", "real"])
 async def test_a_busy_port_exits_2_at_once_naming_the_port_and_the_setting(
-    tmp_path: Path, busy_port: int, mode: str
+    tmp_path: Path, busy_port: int, mode: str, decided: Decided
 ) -> None:
     settings = {"WEBHOOK_PORT": str(busy_port)}
     if mode == "real":  # the port is taken before Telegram is asked anything
         settings |= _real_mode("http://127.0.0.1:9")
-    result = await run_bot(tmp_path, **settings)
+    result = await decided(tmp_path, **settings)
     line = assert_one_clear_line(result, f"WEBHOOK_PORT {busy_port}", "already in use")
     assert "cannot start" in line and "free port" in line
     assert result.seconds < PROMPT_EXIT_S
@@ -263,7 +297,9 @@ def _unwritable_db(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", ["directory", "unwritable", "parent is a file", "not sqlite"])
-async def test_an_unusable_database_path_is_named_before_anything_starts(tmp_path: Path, case: str) -> None:
+async def test_an_unusable_database_path_is_named_before_anything_starts(
+    tmp_path: Path, case: str, decided: Decided
+) -> None:
     plain = tmp_path / "notes.txt"
     plain.write_text("not a database, just notes\n", encoding="utf-8")
     path = {
@@ -272,7 +308,7 @@ async def test_an_unusable_database_path_is_named_before_anything_starts(tmp_pat
         "parent is a file": plain / "remediator.db",
         "not sqlite": plain,
     }[case]
-    result = await run_bot(tmp_path, DATABASE_PATH=str(path))
+    result = await decided(tmp_path, DATABASE_PATH=str(path))
     assert_one_clear_line(result, "DATABASE_PATH", str(path))
     assert result.seconds < PROMPT_EXIT_S
     assert plain.read_text(encoding="utf-8") == "not a database, just notes\n"
@@ -282,16 +318,18 @@ async def test_an_unusable_database_path_is_named_before_anything_starts(tmp_pat
 # --------------------------------------------------------------------------- bad values
 
 
-async def test_an_unknown_log_level_is_one_line_listing_the_valid_ones(tmp_path: Path) -> None:
-    result = await run_bot(tmp_path, LOG_LEVEL="LOUD")
+async def test_an_unknown_log_level_is_one_line_listing_the_valid_ones(tmp_path: Path, decided: Decided) -> None:
+    result = await decided(tmp_path, LOG_LEVEL="LOUD")
     line = assert_one_clear_line(result, "LOG_LEVEL")
     assert "'LOUD'" in line
     for level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         assert level in line
 
 
-async def test_approvers_that_are_not_ids_are_named_once_with_the_bad_values(tmp_path: Path) -> None:
-    result = await run_bot(tmp_path, **_real_mode("http://127.0.0.1:9", TELEGRAM_APPROVERS="alice,111,bob"))
+async def test_approvers_that_are_not_ids_are_named_once_with_the_bad_values(
+    tmp_path: Path, decided: Decided
+) -> None:
+    result = await decided(tmp_path, **_real_mode("http://127.0.0.1:9", TELEGRAM_APPROVERS="alice,111,bob"))
     line = assert_one_clear_line(result, "TELEGRAM_APPROVERS")
     assert "'alice'" in line and "'bob'" in line and "111" not in line.split("—")[0]
     assert "numeric" in line
@@ -331,21 +369,23 @@ async def test_env_file_option_is_read_with_paths_relative_to_it_and_said_at_sta
     assert "stage 4 will refuse" in warning[0] and "fix_code" in warning[0]
 
 
-async def test_the_start_up_line_says_when_no_env_file_was_read(tmp_path: Path, busy_port: int) -> None:
-    result = await run_bot(tmp_path, WEBHOOK_PORT=str(busy_port))
+async def test_the_start_up_line_says_when_no_env_file_was_read(
+    tmp_path: Path, busy_port: int, decided: Decided
+) -> None:
+    result = await decided(tmp_path, WEBHOOK_PORT=str(busy_port))
     starting = result.lines_with("remediator starting")
     assert len(starting) == 1 and "no .env read" in starting[0] and str(tmp_path) in starting[0]
 
 
-async def test_remediator_env_file_variable_is_read_and_must_exist(tmp_path: Path) -> None:
+async def test_remediator_env_file_variable_is_read_and_must_exist(tmp_path: Path, decided: Decided) -> None:
     named = tmp_path / "elsewhere.env"
     named.write_text("LOG_LEVEL=LOUD\n", encoding="utf-8")
-    read = await run_bot(tmp_path, REMEDIATOR_ENV_FILE=str(named))
+    read = await decided(tmp_path, REMEDIATOR_ENV_FILE=str(named))
     assert_one_clear_line(read, "LOG_LEVEL", "'LOUD'")
-    missing = await run_bot(tmp_path, REMEDIATOR_ENV_FILE=str(tmp_path / "typo.env"))
+    missing = await decided(tmp_path, REMEDIATOR_ENV_FILE=str(tmp_path / "typo.env"))
     assert_one_clear_line(missing, ENV_FILE_VARIABLE, "typo.env")
     assert "remediator local demo" not in missing.output  # a typo does not silently start the demo
-    option_wins = await run_bot(tmp_path, "run", "--env-file", str(tmp_path / "nope.env"),
+    option_wins = await decided(tmp_path, "run", "--env-file", str(tmp_path / "nope.env"),
                                 REMEDIATOR_ENV_FILE=str(named))
     assert_one_clear_line(option_wins, "--env-file", "nope.env")
 
