@@ -108,9 +108,21 @@ class RulesTriager:
         return self.rules.triage(alert, self.owners)
 
 
+class PlainHttpSession(AiohttpSession):
+    """aiogram's session for a Bot API server over plain http (the demo's emulator): aiogram waits a
+    quarter of a second at close for TLS connections to shut down, and over http there are none."""
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+
 def make_bot(token: str, api_base: str | None) -> Bot:
     """aiogram's Bot, against api.telegram.org or a local Bot API server (the demo's emulator)."""
-    session = AiohttpSession(api=TelegramAPIServer.from_base(api_base)) if api_base else None
+    session = None
+    if api_base:
+        kind = PlainHttpSession if api_base.startswith("http://") else AiohttpSession
+        session = kind(api=TelegramAPIServer.from_base(api_base))
     return Bot(token, session=session, default=DefaultBotProperties(parse_mode="HTML"))
 
 

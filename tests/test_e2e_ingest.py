@@ -90,7 +90,7 @@ async def test_repeats_edit_one_card_and_storm_costs_few_edits(start_app):
     body = glitchtip_sample("issue_alert_v1.json")
     await h.post("glitchtip", body)
     [card] = await h.wait_cards(1)
-    storm = 1500
+    storm = 1000
 
     async def burst(n: int) -> None:
         for _ in range(n):
@@ -100,7 +100,7 @@ async def test_repeats_edit_one_card_and_storm_costs_few_edits(start_app):
     await h.wait_text(card.message_id, f"×{storm + 1}", timeout=20)
     assert len(h.cards()) == 1, "repeats must edit the card, never post a new one"
     edits = h.emu.message(CHAT_ID, card.message_id).edit_count
-    assert 1 <= edits <= 15, f"{edits} edits for {storm} repeats"
+    assert 1 <= edits <= storm // 100, f"{edits} edits for {storm} repeats"  # at most one per hundred
 
 
 async def test_regression_after_resolve_gets_a_new_card(start_app):

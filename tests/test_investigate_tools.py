@@ -326,11 +326,15 @@ async def test_a_cancelled_git_call_leaves_no_git_running(repo: Path) -> None:
         await asyncio.sleep(0.02)
     assert _running(marker), "git and its child started"
     call.cancel()  # what INVESTIGATE_MAX_SECONDS does to a tool call in flight
-    with pytest.raises(asyncio.CancelledError):
-        await call
-    left = _running(marker)
+    # Bounded well below the sleep: a child left running holds git's pipes, and the call would
+    # otherwise return only when that child ends by itself, 30 s later, and the test pass.
+    await asyncio.wait({call}, timeout=5)
+    returned, left = call.done(), _running(marker)
     for pid in left:  # (only when the test fails: not left behind for the next test)
         os.kill(pid, signal.SIGKILL)
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert returned, f"the cancelled call waited for what git started: {left}"
     assert left == []  # git, and what it started, killed and reaped before the cancel returned
 
 

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import functools
 import json
+import struct
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from bot.app import RulesTriager
 from bot.callback_data import OVERRIDE_APPLY, OVERRIDE_REMOVE, PRIORITY, CardPress, decode
+from bot.chart import CHART_HEIGHT, CHART_WIDTH, ChartDay
 from bot.pipeline import PipelineWorker
 from bot.redact import Redactor
 from bot.triage import RuleSet
@@ -30,6 +35,30 @@ HOSTS = ("alpha", "bravo", "charlie", "delta", "echo")
 
 def alert_body(title: str, project: str = PROJECT) -> bytes:
     return json.dumps({"title": title, "project": project, "environment": "production"}).encode()
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A valid white greyscale PNG of the given size, made without matplotlib."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\x00" + b"\xff" * width) * height  # filter byte 0, then one white byte per pixel
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(autouse=True)
+def blank_chart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy day's digest goes out after its chart, but the chart is not what these tests are about
+    (tests/test_chart.py and tests/test_digest.py draw it from the day's figures): a blank PNG of the
+    chart's size stands in for it (drawing one costs about a second of CPU, importing matplotlib)."""
+    def drawn(series: list[ChartDay], *, title: str = "") -> bytes:
+        return BLANK_CHART
+
+    monkeypatch.setattr("bot.digest.render_chart", drawn)
+
+
+BLANK_CHART = blank_png(CHART_WIDTH, CHART_HEIGHT)
 
 
 @functools.cache

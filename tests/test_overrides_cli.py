@@ -1,6 +1,8 @@
 """Issue 13: `remediator triage` honours the bot's priority overrides, so the terminal and the
-chat agree. Run as a user would (`python -m bot triage` in a subprocess, a clean environment,
-a fresh working directory); the database is read, never written or created."""
+chat agree. Run as a user would (`python -m bot triage` as its own process, a clean environment,
+a fresh working directory); the database is read, never written or created. Each run is forked
+from one interpreter that has imported the bot and loaded its rules (tests/forked_cli.py): the
+process, its environment, output and exit code are the command's own, only the start-up is shared."""
 
 from __future__ import annotations
 
@@ -8,13 +10,16 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from bot.models import Actor
 from bot.settings import Settings
 from storage.db import Database
 from storage.overrides import OverrideRepository
+from tests.forked_cli import ForkedCli
 
 REPO = Path(__file__).resolve().parent.parent
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
@@ -22,21 +27,24 @@ REDIS = {"title": "Error: connect ECONNREFUSED 127.0.0.1:6379", "project": "bill
 ANN = Actor(111, "Ann")
 
 
-def start(workdir: Path, database: Path, *args: str) -> subprocess.Popen[str]:
-    """`remediator triage ARGS`, started (several run side by side: each costs an interpreter)."""
+def _env(database: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.upper() not in SETTING_NAMES}
-    env.update(PYTHONPATH=str(REPO), DATABASE_PATH=str(database))
-    return subprocess.Popen([sys.executable, "-m", "bot", "triage", *args], cwd=workdir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    env["PYTHONPATH"] = str(REPO)
+    if database is not None:
+        env["DATABASE_PATH"] = str(database)
+    return env
 
 
-def finish(run: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
-    stdout, stderr = run.communicate(timeout=30)
-    return subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
+@pytest.fixture(scope="module")
+def cli() -> Iterator[ForkedCli]:
+    zygote = ForkedCli(REPO, _env())
+    yield zygote
+    zygote.close()
 
 
-def triage(workdir: Path, database: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return finish(start(workdir, database, *args))
+def triage(cli: ForkedCli, workdir: Path, database: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`remediator triage ARGS` in its own process, reading `database`."""
+    return cli.run(["triage", *args], cwd=workdir, env=_env(database), stdin="", timeout=30)
 
 
 async def with_override(path: Path, rule: str, project: str, priority: str, corrections: int) -> None:
@@ -51,16 +59,13 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-async def test_triage_shows_the_override_the_bot_would_apply(tmp_path: Path) -> None:
+async def test_triage_shows_the_override_the_bot_would_apply(cli: ForkedCli, tmp_path: Path) -> None:
     database = tmp_path / "bot.db"
     await with_override(database, "infra.redis-down", "billing-api", "P0", 4)
     before = digest(database)
     alerts = tmp_path / "alerts.jsonl"  # the overridden project, then another one
     alerts.write_text(json.dumps(REDIS) + "\n" + json.dumps({**REDIS, "project": "jobs"}) + "\n")
-    text_run, json_run = (start(tmp_path, database, "--file", str(alerts)),
-                          start(tmp_path, database, "--json", "--file", str(alerts)))
-
-    done = finish(text_run)
+    done = triage(cli, tmp_path, database, "--file", str(alerts))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("P0 infrastructure")
@@ -68,16 +73,15 @@ async def test_triage_shows_the_override_the_bot_would_apply(tmp_path: Path) -> 
     [other_head] = [line for line in lines[2:] if not line.startswith(" ")]
     assert other_head.startswith("P1 infrastructure") and done.stdout.count("by override") == 1
 
-    overridden, other = (json.loads(line) for line in finish(json_run).stdout.splitlines())
+    overridden, other = (json.loads(line) for line in triage(cli, tmp_path, database, "--json", "--file", str(alerts)).stdout.splitlines())
     assert (overridden["priority"], overridden["priority_before_override"], overridden["override_id"],
             overridden["override_corrections"]) == ("P0", "P1", 1, 4)
     assert other["priority"] == "P1" and "override_id" not in other
     assert digest(database) == before  # read-only: nothing written
 
 
-async def test_without_a_live_override_the_rules_alone(tmp_path: Path) -> None:
-    """Three cases side by side (each run costs an interpreter): a removed override, no database,
-    and a file that is not a database."""
+async def test_without_a_live_override_the_rules_alone(cli: ForkedCli, tmp_path: Path) -> None:
+    """Three cases: a removed override, no database, and a file that is not a database."""
     removed = tmp_path / "removed.db"
     await with_override(removed, "infra.redis-down", "billing-api", "P0", 3)
     async with Database(removed) as db:
@@ -85,8 +89,8 @@ async def test_without_a_live_override_the_rules_alone(tmp_path: Path) -> None:
     missing = tmp_path / "never-created.db"
     notes = tmp_path / "notes.db"
     notes.write_text("not a database\n" * 100)
-    runs = [start(tmp_path, database, json.dumps(REDIS)) for database in (removed, missing, notes)]
-    after_removal, without_database, not_a_database = (finish(run) for run in runs)
+    after_removal, without_database, not_a_database = (
+        triage(cli, tmp_path, database, json.dumps(REDIS)) for database in (removed, missing, notes))
 
     for done in (after_removal, without_database, not_a_database):
         assert done.returncode == 0, done.stderr

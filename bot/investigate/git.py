@@ -107,14 +107,21 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
 
 async def git(repo: Path, *args: str, timeout_s: float = GIT_TIMEOUT_S) -> str:
     """stdout of `git <args>` run in `repo`; GitError on failure or timeout."""
+    starting = asyncio.ensure_future(asyncio.create_subprocess_exec(
+        *_argv(repo, args), cwd=str(repo), env=_env(),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True, preexec_fn=_limit_memory,
+    ))
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *_argv(repo, args), cwd=str(repo), env=_env(),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, preexec_fn=_limit_memory,
-        )
+        # Shielded: git is running before its pipes are connected, and a cancel landing in between
+        # would make asyncio kill git alone and wait for what git started to close the pipes.
+        proc = await asyncio.shield(starting)
     except OSError as exc:
         raise GitError(f"git could not run: {exc}") from exc
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError):
+            await _kill(await asyncio.shield(starting))
+        raise
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     except TimeoutError:
