@@ -12,7 +12,9 @@ bot/github/ and bot/glitchtip/.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -39,6 +41,14 @@ def short(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- one call
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """httpx's own default (certifi's CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR), built once per
+    process: reading the CA bundle costs about 50 ms of CPU, which every client made would pay
+    again (each start, each `check`). A context is safe to share between clients."""
+    return httpx.create_ssl_context()
 
 
 async def send_capped(

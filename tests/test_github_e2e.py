@@ -51,6 +51,25 @@ async def fake():
     await server.stop()
 
 
+@pytest.fixture
+def start_app(start_app):
+    """The app with its GitHub worker's waits made short: a pause for an outage starts at 0.05 s
+    instead of 2 s (and grows to 0.2 s, not 5 minutes), and a comment a resolve queued (nothing
+    wakes the worker for it) is looked for within 0.1 s instead of `poll_s`. What the waits are
+    for stays tested: the backoff's growth and cap in tests/test_http_jobs.py, a `Retry-After`
+    below (GitHub's wins over the short backoff)."""
+
+    async def start(**settings: Any):
+        h = await start_app(**settings)
+        if h.app.github is not None:
+            h.app.github.outage_backoff = (0.05, 0.2)
+            h.app.github.poll_s = 0.1
+            h.app.github.notify()  # the first idle sleep was `poll_s` long: start again with the short one
+        return h
+
+    return start
+
+
 def github(fake: FakeGitHub, tmp_path: Path, **more: Any) -> dict[str, Any]:
     owners = tmp_path / "owners.toml"
     owners.write_text(OWNERS)
@@ -160,7 +179,6 @@ async def test_a_second_approval_links_the_existing_issue(start_app, fake, tmp_p
 async def test_github_down_for_the_whole_run_files_it_once_it_is_back(start_app, fake, tmp_path):
     await fake.go_down()
     h = await start_app(**github(fake, tmp_path))
-    h.app.github.outage_backoff = (0.2, 0.5)  # this test's outage is seconds, not minutes
     card = await first_card(h)
     await h.press(card.message_id, button(card, "ap:"))
     waiting = await h.wait_text(card.message_id, "GitHub did not answer")
@@ -177,7 +195,6 @@ async def test_a_restart_during_an_outage_loses_nothing(start_app, fake, tmp_pat
     await fake.go_down()
     settings = github(fake, tmp_path)
     h = await start_app(**settings)
-    h.app.github.outage_backoff = (0.2, 0.5)
     card = await first_card(h)
     await h.press(card.message_id, button(card, "ap:"))
     await h.wait_text(card.message_id, "GitHub did not answer")
@@ -261,9 +278,8 @@ async def test_at_stage_1_nothing_is_proposed_and_github_is_never_called(start_a
 
 async def test_a_create_that_timed_out_after_github_took_it_is_found_not_made_twice(start_app, fake, tmp_path):
     """GitHub stored the issue but its answer came too late: the retry's search finds the marker."""
-    fake.create_delay_s = 1.5
-    h = await start_app(**github(fake, tmp_path, github_timeout_s=0.5))
-    h.app.github.outage_backoff = (0.2, 0.5)
+    fake.create_delay_s = 0.8
+    h = await start_app(**github(fake, tmp_path, github_timeout_s=0.3))
     card = await first_card(h)
     await h.press(card.message_id, button(card, "ap:"))
     linked = await h.wait_text(card.message_id, "GitHub issue acme/api#1", timeout=15)
@@ -277,7 +293,6 @@ async def test_a_create_that_timed_out_after_github_took_it_is_found_not_made_tw
 async def test_server_errors_are_retried_until_github_files_it(start_app, fake, tmp_path):
     fake.fail(502, times=2, method="POST", path=r"/repos/acme/api/issues")
     h = await start_app(**github(fake, tmp_path))
-    h.app.github.outage_backoff = (0.1, 0.3)
     card = await first_card(h)
     await h.press(card.message_id, button(card, "ap:"))
     await h.wait_text(card.message_id, "GitHub issue acme/api#1", timeout=15)
@@ -286,8 +301,7 @@ async def test_server_errors_are_retried_until_github_files_it(start_app, fake, 
 
 async def test_an_outage_longer_than_github_retry_hours_is_reported(start_app, fake, tmp_path):
     await fake.go_down()
-    h = await start_app(**github(fake, tmp_path, github_retry_hours=0.0005))  # 1.8 s
-    h.app.github.outage_backoff = (0.2, 0.5)
+    h = await start_app(**github(fake, tmp_path, github_retry_hours=0.0001))  # 0.36 s
     card = await first_card(h)
     await h.press(card.message_id, button(card, "ap:"))
     given_up = await h.wait_text(card.message_id, "GitHub issue not filed", timeout=15)
@@ -321,7 +335,6 @@ async def test_with_glitchtips_api_the_issue_carries_its_frames_and_counts(start
 async def test_resolved_while_github_was_down_the_issue_is_filed_then_told(start_app, fake, tmp_path):
     await fake.go_down()
     h = await start_app(**github(fake, tmp_path))
-    h.app.github.outage_backoff = (0.2, 0.5)
     card = await first_card(h)
     await h.press(card.message_id, button(card, "ap:"))
     waiting = await h.wait_text(card.message_id, "GitHub did not answer")

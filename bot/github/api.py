@@ -140,6 +140,7 @@ class GitHubClient:
         # a POST must not be silently replayed as a GET.
         self._http = httpx.AsyncClient(
             base_url=self.api_url, timeout=httpx.Timeout(timeout_s), follow_redirects=False, transport=transport,
+            verify=http_jobs.tls_context(),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
                      "X-GitHub-Api-Version": API_VERSION, "User-Agent": "remediator"},
         )

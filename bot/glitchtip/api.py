@@ -233,6 +233,7 @@ class GlitchTipClient:
         # httpx drops the Authorization header on a redirect to another host.
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=httpx.Timeout(timeout_s), follow_redirects=True, transport=transport,
+            verify=http_jobs.tls_context(),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json",
                      "User-Agent": "remediator (GlitchTip API client)"},
         )
