@@ -198,7 +198,8 @@ class Application:
         # A press or a command: one service decides, the executor acts.
         self.decisions = DecisionService(db, cards, approvers=approvers, policy=policy, tasks=self.tasks,
                                          start_action=self.executor.execute, investigator=self.investigator,
-                                         overrides=self.overrides, report_filer=report_filer)
+                                         overrides=self.overrides, report_filer=report_filer,
+                                         after_resolve=self._wake_resolve_workers)
 
         # An alert: webhook -> inbox -> pipeline -> incident, proposal and card.
         owners = OwnerMap.load(s.owners_file) if s.owners_file else None
@@ -320,6 +321,12 @@ class Application:
         except Exception as exc:
             log.warning("getMe at start: %s; starting anyway: alerts are taken, cards wait in the outbox, "
                         "and polling retries until Telegram answers", _trouble(exc))
+
+    def _wake_resolve_workers(self) -> None:
+        """A resolve was committed: GlitchTip's PUT and the GitHub comment go now, not at the next look."""
+        for worker in (self.glitchtip, self.github):
+            if worker is not None:
+                worker.notify()
 
     def _fail(self, error: StartupError) -> None:
         """A failure that no retry can fix, found by a background loop: stop the process with it.

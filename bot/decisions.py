@@ -118,8 +118,12 @@ class DecisionService:
         investigator: Investigator | None = None,
         overrides: OverrideService | None = None,
         report_filer: ReportIssueFiler | None = None,
+        after_resolve: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
+        # Wakes the workers that act on a resolve (GlitchTip's PUT, the GitHub comment) once it is
+        # committed, instead of leaving the job to their next look.
+        self.after_resolve = after_resolve
         # Priority overrides learnt from corrections (bot/overrides.py): Apply and Remove presses.
         self.overrides = overrides or OverrideService(db, cards)
         self.cards = cards
@@ -424,6 +428,8 @@ class DecisionService:
         if resolution.result is ResolveResult.ALREADY_RESOLVED:
             who = resolution.incident.resolved_by if resolution.incident else None
             return Outcome(f"Incident #{incident_id} was already resolved by {who or 'someone'}.")
+        if self.after_resolve is not None:
+            self.after_resolve()
         return Outcome(f"✔️ Incident #{incident_id} resolved.", changed=True, audited=True)
 
     async def set_killswitch(self, actor: Actor, on: bool, reason: str | None) -> Outcome:

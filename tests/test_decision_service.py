@@ -382,3 +382,21 @@ async def test_a_fix_proposal_cannot_be_approved_below_stage_4(make_services, st
     proposal = await services.proposal(proposal_id)
     assert proposal.state is ProposalState.PENDING and proposal.approvals == []
     assert [e.outcome for e in await services.audit("proposal.approve")] == ["refused: stage"]
+
+
+async def test_a_committed_resolve_wakes_the_workers_that_act_on_it(services: Services):
+    """GlitchTip's PUT and the GitHub comment are queued by the resolve: their workers are woken once
+    it is committed (not at their next look, seconds later); a resolve that changed nothing wakes none."""
+    woken: list[bool] = []
+
+    def wake() -> None:
+        # Woken only after the commit: a worker woken earlier would find no job yet.
+        woken.append(not services.db.conn.in_transaction)
+
+    services.decisions.after_resolve = wake
+    incident_id, _ = await services.open_incident()
+    await services.decisions.resolve(ANN, incident_id)
+    assert woken == [True]
+    await services.decisions.resolve(ANN, incident_id)  # already resolved
+    await services.decisions.resolve(ANN, 4242)  # unknown
+    assert woken == [True]
