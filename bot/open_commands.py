@@ -11,13 +11,12 @@ the bot's Telegram quota), and a few audit rows a minute, the rest counted in on
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.audit_budget import AuditBudget
 from bot.card_render import esc
 from bot.models import Actor
 from storage.audit import AuditRepository
@@ -108,10 +107,9 @@ class OpenCommandGuard:
         self.clock = clock
         self._per_person: dict[tuple[int, int], _Window] = {}
         self._outside = _Window(limits.window_s)
-        self._audit = _Window(limits.window_s)
-        self._unaudited: Counter[str] = Counter()
-        self._timer: asyncio.TimerHandle | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._audit = AuditBudget(db, per_window=limits.audit_rows, window_s=limits.window_s, clock=clock,
+                                  summary_action="command.open",
+                                  summary="{total} more /start or /help, not audited one by one")
 
     def may_answer(self, asker: Asker) -> bool:
         """Within the per-person limit, and (outside the alert chat) within the shared one."""
@@ -135,45 +133,18 @@ class OpenCommandGuard:
 
     async def audit(self, command: str, outcome: str, asker: Asker) -> None:
         """One row, while this window's budget lasts; after it, a count for the summary row."""
-        now = self.clock()
-        if now >= self._audit.ends:
-            await self.flush()  # the previous window's summary first, so rows stay in time order
-        if self._audit.take(now, self.limits.audit_rows):
+        if await self._audit.take():
             await AuditRepository(self.db).record(
                 f"command./{command}", outcome, actor_id=asker.actor.id, actor_name=asker.actor.name,
                 detail={"chat_id": asker.chat_id, "alert_chat": asker.in_alert_chat, "approver": asker.approver},
             )
-            return
-        self._unaudited[f"/{command} {outcome}"] += 1
-        if self._timer is None:
-            delay = max(0.0, self._audit.ends - now)
-            self._timer = asyncio.get_running_loop().call_later(delay, self._flush_soon)
-
-    def _flush_soon(self) -> None:
-        self._timer = None
-        task = asyncio.create_task(self.flush())
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        else:
+            self._audit.count(f"/{command} {outcome}")
 
     async def flush(self) -> None:
         """One row for the open commands not audited one by one since the last flush."""
-        counts, self._unaudited = self._unaudited, Counter()
-        if not counts:
-            return
-        total = sum(counts.values())
-        try:
-            await AuditRepository(self.db).record(
-                "command.open", f"{total} more /start or /help, not audited one by one",
-                detail={"counts": dict(counts), "limit_per_minute": self.limits.audit_rows},
-            )
-        except Exception:
-            log.exception("could not write the audit summary of /start and /help")
+        await self._audit.flush()
 
     async def close(self) -> None:
         """At shutdown: write what is still only counted."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
-        await self.flush()
+        await self._audit.close()

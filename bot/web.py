@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from bot import __version__
+from bot.audit_budget import AuditBudget
 from bot.inbox_writer import InboxWriter
 from bot.ingest import SOURCES, ParsedPayload, PayloadError, parse_payload
 from bot.web_guard import ConnectionGuard, RateLimitFilter, RejectionTally, connections_within_file_limit
@@ -78,56 +77,23 @@ class RejectionAudit:
     def __init__(self, db: Database, per_minute: int, interval_s: float = 60.0) -> None:
         self.db = db
         self.per_minute = per_minute
-        self.interval = interval_s
-        self._window_end = 0.0
-        self._written = 0
-        self._skipped: Counter[str] = Counter()
-        self._timer: asyncio.TimerHandle | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._budget = AuditBudget(db, per_window=per_minute, window_s=interval_s, summary_action="webhook.rejected",
+                                   summary="{total} more refused, not audited one by one")
 
     async def record(self, source: str, status: int, reason: str, remote: str | None) -> None:
-        now = time.monotonic()
-        if now >= self._window_end:
-            self._window_end = now + self.interval
-            self._written = 0
-        if self._written < self.per_minute:
-            self._written += 1
+        if await self._budget.take():
             await AuditRepository(self.db).record(
                 "webhook.rejected", f"http {status}",
                 detail={"source": source[:40], "reason": reason[:300], "remote": remote},
             )
-            return
-        self._skipped[f"http {status}"] += 1
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._window_end - now, self._flush_soon)
-
-    def _flush_soon(self) -> None:
-        self._timer = None
-        task = asyncio.create_task(self.flush())
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        else:
+            self._budget.count(f"http {status}")
 
     async def flush(self) -> None:
-        """One row for the refusals not audited one by one since the last flush."""
-        skipped, self._skipped = self._skipped, Counter()
-        if not skipped:
-            return
-        total = sum(skipped.values())
-        try:
-            await AuditRepository(self.db).record(
-                "webhook.rejected", f"{total} more refused, not audited one by one",
-                detail={"counts": dict(skipped), "limit_per_minute": self.per_minute},
-            )
-        except Exception:
-            log.exception("could not write the audit summary of refused webhook requests")
+        await self._budget.flush()
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
-        await self.flush()
+        await self._budget.close()
 
 
 class WebhookServer:
