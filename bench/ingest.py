@@ -29,6 +29,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.telegram_emulator import BotAPIEmulator  # noqa: E402
 
+REPO = str(Path(__file__).resolve().parent.parent)  # this checkout
+
 CHAT_ID = 424242  # a private chat: Telegram's pace there is about 1 message/s
 TOKEN = "bench-webhook-token-0123456789"
 
@@ -80,7 +82,9 @@ async def main() -> None:
     await emu.start()
     workdir = Path(tempfile.mkdtemp(prefix="remediator-bench-"))
     port = free_port()
-    env = {**os.environ, "TELEGRAM_BOT_TOKEN": "123456789:BENCH-bench-bench-bench-bench-bench",
+    # The bot of this checkout, whatever the virtualenv's editable install points at.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p),
+           "TELEGRAM_BOT_TOKEN": "123456789:BENCH-bench-bench-bench-bench-bench",
            "TELEGRAM_API_BASE": emu.base_url, "TELEGRAM_CHAT_ID": str(CHAT_ID), "TELEGRAM_APPROVERS": "1",
            "WEBHOOK_PORT": str(port), "WEBHOOK_TOKEN": TOKEN, "DATABASE_PATH": str(workdir / "bench.db"),
            "TELEGRAM_RATE_PER_CHAT": str(args.rate_per_chat), "LOG_LEVEL": "WARNING",
