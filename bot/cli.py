@@ -1,4 +1,4 @@
-"""remediator command line: run | triage | audit | patterns | stats | glitchtip | github.
+"""The command line: `remediator run | triage | audit | patterns | stats | glitchtip | github` (also `python -m bot`).
 
 Exit codes: 0 done; 1 some input or file was bad (each one named); 2 the command could not
 run as asked (a bad setting, a failed start, a missing or ambiguous input), with one line
