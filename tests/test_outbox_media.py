@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import struct
-import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +21,10 @@ from bot.telegram.sender import OutboxSender
 from bot.telegram_emulator import BotAPIEmulator, parse_html
 from storage.db import Database
 from storage.outbox import OutboxRepository
+from tests.pngs import grey_png
 
 CHAT = -100555
 TOKEN = "123456789:MEDIA-media-media-media-media-media"
-
-
-def png(width: int, height: int) -> bytes:
-    """A real (grey) PNG of the given size, written by hand: no imaging library needed."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 @dataclass
@@ -78,7 +67,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
 
 async def test_a_photo_and_a_document_arrive_once_with_their_captions_and_bytes(rig):
-    chart = png(300, 200)
+    chart = grey_png(300, 200)
     report = b"# Investigation\n\nThe cache was cold.\n"
     await rig.queue(kind="photo", filename="chart.png", content=chart, caption="<b>14 days</b> &amp; trend")
     await rig.queue(kind="document", filename="report.md", content=report, caption="Report for <i>#7</i>",
@@ -107,7 +96,7 @@ async def test_a_photo_and_a_document_arrive_once_with_their_captions_and_bytes(
 
 async def test_an_outage_and_a_restart_delay_files_but_never_drop_or_double_them(rig):
     rig.emu.set_down(True)
-    await rig.queue(kind="photo", filename="chart.png", content=png(40, 30), caption="chart")
+    await rig.queue(kind="photo", filename="chart.png", content=grey_png(40, 30), caption="chart")
     await rig.queue(kind="document", filename="report.md", content=b"report", caption="report")
     for _ in range(4):
         await rig.sender.send_due()
@@ -128,7 +117,7 @@ async def test_an_outage_and_a_restart_delay_files_but_never_drop_or_double_them
 
 async def test_a_long_caption_is_cut_to_telegrams_limit_and_stays_valid_html(rig):
     caption = "<b>Digest</b>\n" + "<i>" + "é" * 600 + "</i> " + "<code>" + "x" * 900 + "</code>"
-    await rig.queue(kind="photo", filename="chart.png", content=png(20, 20), caption=caption)
+    await rig.queue(kind="photo", filename="chart.png", content=grey_png(20, 20), caption=caption)
     await rig.drain()
     [msg] = rig.emu.messages(CHAT)
     assert len(msg.plain_text) == 1024 and msg.plain_text.endswith("…")
@@ -168,17 +157,17 @@ async def test_the_emulator_refuses_what_telegram_refuses(rig):
     def photo(content: bytes, caption: str | None = None):
         return bot.send_photo(CHAT, BufferedInputFile(content, "p.png"), caption=caption, parse_mode="HTML")
 
-    assert "message caption is too long" in await _refusal(photo(png(10, 10), "a" * 1025))
-    assert "can't parse entities" in await _refusal(photo(png(10, 10), "<b>open"))
-    assert "PHOTO_INVALID_DIMENSIONS" in await _refusal(photo(png(9000, 1001)))  # width + height > 10000
-    assert "PHOTO_INVALID_DIMENSIONS" in await _refusal(photo(png(420, 20)))  # ratio 21 > 20
+    assert "message caption is too long" in await _refusal(photo(grey_png(10, 10), "a" * 1025))
+    assert "can't parse entities" in await _refusal(photo(grey_png(10, 10), "<b>open"))
+    assert "PHOTO_INVALID_DIMENSIONS" in await _refusal(photo(grey_png(9000, 1001)))  # width + height > 10000
+    assert "PHOTO_INVALID_DIMENSIONS" in await _refusal(photo(grey_png(420, 20)))  # ratio 21 > 20
     assert "IMAGE_PROCESS_FAILED" in await _refusal(photo(b"not an image at all"))
-    assert "PHOTO_SAVE_FILE_INVALID" in await _refusal(photo(png(10, 10) + b"\0" * (10 * 2**20)))
+    assert "PHOTO_SAVE_FILE_INVALID" in await _refusal(photo(grey_png(10, 10) + b"\0" * (10 * 2**20)))
     too_big = bot.send_document(CHAT, BufferedInputFile(b"\0" * (50 * 2**20 + 1), "big.bin"))
     assert "Request Entity Too Large" in await _refusal(too_big)
     assert rig.emu.messages(CHAT) == []
     # At the limits, accepted: 1024 characters of caption (counted after parsing), a 20:1 photo.
-    ok = await photo(png(400, 20), "<b>" + "a" * 1024 + "</b>")
+    ok = await photo(grey_png(400, 20), "<b>" + "a" * 1024 + "</b>")
     assert ok.photo is not None and ok.photo[-1].width == 400 and ok.caption == "a" * 1024
     assert parse_html("<b>" + "a" * 1024 + "</b>")[0] == rig.emu.messages(CHAT)[0].plain_text
 

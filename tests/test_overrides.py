@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import struct
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,6 +23,7 @@ from storage.db import Database
 from storage.inbox import InboxRepository
 from storage.incidents import IncidentRepository
 from tests.conftest import ANN, APPROVER, BOB, CHAT_ID, MALLORY, STRANGER, Harness, Services
+from tests.pngs import grey_png
 
 REDIS = "Error: connect ECONNREFUSED 127.0.0.1:6379"  # rule infra.redis-down: P1
 KEY_ERROR = "KeyError: 'user_id'"  # rule code.runtime-error: P2
@@ -35,16 +34,6 @@ HOSTS = ("alpha", "bravo", "charlie", "delta", "echo")
 
 def alert_body(title: str, project: str = PROJECT) -> bytes:
     return json.dumps({"title": title, "project": project, "environment": "production"}).encode()
-
-
-def blank_png(width: int, height: int) -> bytes:
-    """A valid white greyscale PNG of the given size, made without matplotlib."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = (b"\x00" + b"\xff" * width) * height  # filter byte 0, then one white byte per pixel
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +47,7 @@ def blank_chart(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("bot.digest.render_chart", drawn)
 
 
-BLANK_CHART = blank_png(CHART_WIDTH, CHART_HEIGHT)
+BLANK_CHART = grey_png(CHART_WIDTH, CHART_HEIGHT, shade=0xFF)
 
 
 @functools.cache
