@@ -37,13 +37,19 @@ class CardPublisher:
         self.on_queued = on_queued or (lambda: None)
         self.extras = extras  # e.g. GlitchTip's API lines (bot/glitchtip/card.py); None: none
 
-    async def publish(self, tx: Executor, incident_id: int, *, held_back_too: bool = False) -> None:
+    async def publish(
+        self, tx: Executor, incident_id: int, *, held_back_too: bool = False, claude_waited: bool = False,
+    ) -> None:
         """Queue the card as it is now. A card held back in a storm (bot/storm.py) stays held back
-        unless `held_back_too`: a human asked for it."""
+        unless `held_back_too`: a human asked for it. A new card waiting for Claude's triage is not
+        sent by a repeat or any other change before Claude answers or `claude_waited` (its wait ended)."""
         incident = await IncidentRepository(tx).get(incident_id)
         if incident is None:
             return
-        if incident.card_deferred and incident.card_message_id is None and not held_back_too:
+        unsent = incident.card_message_id is None
+        if unsent and incident.card_deferred and not held_back_too:
+            return
+        if unsent and incident.claude_pending and not claude_waited:
             return
         proposal = await ProposalRepository(tx).latest_for(incident_id)
         now = utcnow()

@@ -176,6 +176,8 @@ class Incident:
     resolved_by: str | None = None
     #: its card was held back in a storm: 1 waiting for the summary, 2 named in one (see bot/storm.py)
     card_deferred: int = 0
+    #: a new card waiting for Claude's first answer (bot/triage/claude.py): not sent before it, or the wait, ends
+    claude_pending: bool = False
 
     @property
     def is_open(self) -> bool:

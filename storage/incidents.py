@@ -34,6 +34,7 @@ def _incident(row: Row) -> Incident:
         regression_of=row["regression_of"], chat_id=row["chat_id"], card_message_id=row["card_message_id"],
         muted_until=from_db(row["muted_until"]), resolved_at=from_db(row["resolved_at"]),
         resolved_by=row["resolved_by"], card_deferred=row["card_deferred"],
+        claude_pending=row["claude_state"] == "pending",
     )
 
 

@@ -93,6 +93,11 @@ async def set_incident_triage(db: Executor, incident_id: int, *, triage_json: st
     )
 
 
+async def set_triage_note(db: Executor, incident_id: int, triage_json: str) -> None:
+    """The card's triage while Claude is still asked ("rules; asking Claude…"); the question stays open."""
+    await db.execute("UPDATE incidents SET triage_json = ? WHERE id = ?", (triage_json, incident_id))
+
+
 async def mark_claude_pending(db: Executor, incident_id: int) -> None:
     """Claude is asked for this incident's triage: kept across a crash, asked again at the next start."""
     await db.execute("UPDATE incidents SET claude_state = 'pending' WHERE id = ?", (incident_id,))

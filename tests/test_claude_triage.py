@@ -404,3 +404,21 @@ async def test_run_refuses_a_bad_prices_file_with_its_reason(forked: ForkedCli, 
                                 DATABASE_PATH=str(tmp_path / "r.db"), WEBHOOK_PORT="0")
     assert status != 0
     assert f"LLM_PRICES_FILE {prices}: needs a [default] table" in err
+
+
+async def test_a_repeat_while_claude_is_asked_does_not_send_the_card_early(make_world: Any) -> None:
+    """A bursty error repeats at once: the repeat must not push the card out with the rules' answer
+    while Claude is still being asked; the card goes out when the wait ends, marked as asking."""
+    world: World = await make_world(wait_s=0.3)
+    late, answer_now = held_reply(answer())
+    world.fake.script(late)
+    await InboxRepository(world.db).add("generic", json.dumps(DB_ERROR).encode())
+    await world.pipeline.drain_once()
+    await InboxRepository(world.db).add("generic", json.dumps(DB_ERROR).encode())  # the same error again
+    await world.pipeline.drain_once()
+    assert await world.db.fetchone("SELECT 1 FROM outbox") is None  # still waiting for Claude
+    first = await _wait_for_card(world)
+    assert "rules; asking Claude…" in first
+    answer_now.set()
+    await world.tasks.wait_idle()
+    assert "🤖 triage: Claude" in await world.card(1)

@@ -37,7 +37,13 @@ from bot.triage.owners import OwnerMap
 from storage.db import Database, Executor
 from storage.glitchtip import GlitchTipRepository
 from storage.incidents import IncidentRepository
-from storage.llm import TriageCacheRepository, claude_pending, mark_claude_pending, set_incident_triage
+from storage.llm import (
+    TriageCacheRepository,
+    claude_pending,
+    mark_claude_pending,
+    set_incident_triage,
+    set_triage_note,
+)
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -335,9 +341,8 @@ class ClaudeTriage:
             if incident is None:
                 return
             triage = dataclasses.replace(incident.triage, note=ASKING_NOTE)
-            await tx.execute("UPDATE incidents SET triage_json = ? WHERE id = ?",
-                             (json.dumps(triage_to_dict(triage)), incident_id))
-            await self.cards.publish(tx, incident_id)
+            await set_triage_note(tx, incident_id, json.dumps(triage_to_dict(triage)))
+            await self.cards.publish(tx, incident_id, claude_waited=True)
 
     async def _settle(self, incident_id: int, outcome: Outcome) -> None:
         """Claude's triage (or the rules' with why not) and the card, in one transaction."""
