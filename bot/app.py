@@ -297,7 +297,10 @@ class Application:
             self._loops.append(asyncio.create_task(self.glitchtip.run(), name="glitchtip"))
         if self.github is not None:
             self._loops.append(asyncio.create_task(self.github.run(), name="github"))
-        await self.digest.catch_up()  # a digest missed while the bot was down: sent once, now
+        try:
+            await self.digest.catch_up()  # a digest missed while the bot was down: sent once, now
+        except Exception:  # the bot starts all the same; the next scheduled digest tries again
+            log.exception("the missed daily digest could not be sent at start")
         self.scheduler.start()
         self.sender.notify()
 

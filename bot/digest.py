@@ -170,9 +170,9 @@ class DigestService:
         return await self._send_once(due)
 
     async def _send_once(self, due: date) -> bool:
-        day, week, _ = await self._figures()
         if await self._sent_already(due):
-            return False  # checked again below, in the transaction; this only spares drawing the chart
+            return False  # checked again below, in the transaction; this spares the figures and the chart
+        day, week, _ = await self._figures()
         chart = await self.chart(day)
         async with self.db.transaction() as tx:
             kv = KeyValueRepository(tx)

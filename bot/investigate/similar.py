@@ -7,11 +7,12 @@ candidates; a word-overlap check keeps only those that really look alike, resolv
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from bot.models import Incident
 from storage.db import Database
-from storage.investigations import InvestigationRepository, PastIncident
+from storage.investigations import IndexRow, InvestigationRepository, PastIncident
 
 MAX_SIMILAR = 5
 MIN_OVERLAP = 0.35  # share of words two titles+culprits have in common (Jaccard)
@@ -45,9 +46,14 @@ async def catch_up_index(db: Database) -> None:
         rows = await InvestigationRepository(db).unindexed()
         if not rows:
             return
-        entries = [(r.incident_id, normalise(r.title), normalise(r.culprit), normalise(r.stack)) for r in rows]
+        # Regexes over up to 5,000 titles and stacks: off the event loop, as the pipeline's CPU work is.
+        entries = await asyncio.to_thread(_index_entries, rows)
         async with db.transaction() as tx:  # one commit per chunk, not one per incident
             await InvestigationRepository(tx).index(entries)
+
+
+def _index_entries(rows: list[IndexRow]) -> list[tuple[int, str, str, str]]:
+    return [(r.incident_id, normalise(r.title), normalise(r.culprit), normalise(r.stack)) for r in rows]
 
 
 async def similar_incidents(db: Database, incident: Incident) -> list[PastIncident]:
