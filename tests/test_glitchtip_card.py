@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from bot.card_render import TELEGRAM_TEXT_LIMIT, render_card
 from bot.glitchtip.api import ApiEvent, ApiIssue, ApiMonitor
 from bot.glitchtip.card import card_extras
-from bot.glitchtip.details import IssueDetails, issue_details, monitor_details, stack_text
+from bot.glitchtip.details import IssueDetails, issue_details, monitor_details, stack_text, stored_issue_details
 from bot.glitchtip.service import same_glitchtip, target_of
 from bot.models import AlertKind
 from bot.redact import Redactor
@@ -183,3 +183,11 @@ def test_an_issue_of_another_glitchtip_is_recognised() -> None:
     assert same_glitchtip("http://127.0.0.1:8000/bot-project/issues/1", "http://127.0.0.1:8000/test-org/issues/1")
     assert not same_glitchtip("https://other.example.com/x/issues/1", "https://gt.example.com/acme/issues/1")
     assert same_glitchtip(None, "https://gt.example.com/acme/issues/1")
+
+
+def test_stored_details_that_cannot_be_read_are_none_so_card_report_and_issue_go_without_them() -> None:
+    assert stored_issue_details(None) is None
+    assert stored_issue_details(dataclasses.replace(link(kind="monitor"), details={"name": "api"})) is None
+    assert stored_issue_details(dataclasses.replace(link(), details={"first_seen": "not a date", "frames": 7})) is None
+    good = link(details=details_of("api_issue_latest_event.json"))
+    assert stored_issue_details(good) == IssueDetails.from_dict(good.details or {})

@@ -32,7 +32,7 @@ from bot.card_publisher import CardPublisher
 from bot.card_render import esc
 from bot.github.api import ApiIssue, FailureKind, GitHubClient, GitHubError
 from bot.github.issue import LABELS, IssueContext, has_marker, prose, render_issue
-from bot.glitchtip.details import IssueDetails
+from bot.glitchtip.details import stored_issue_details
 from bot.http_jobs import OutagePause, guarded, idle_wait
 from bot.models import Incident, ProposalState, utcnow
 from bot.proposals import ProposalKind
@@ -197,8 +197,7 @@ class GitHubIssueService(WakeableLoop):
         assignee = None
         if owner is not None and owner.github and await self.client.can_be_assigned(row.repo, owner.github):
             assignee = owner.github
-        link = await GlitchTipRepository(self.db).link(incident.id)
-        tracker = IssueDetails.from_dict(link.details) if link and link.kind == "issue" and link.details else None
+        tracker = stored_issue_details(await GlitchTipRepository(self.db).link(incident.id))
         earlier = await GitHubIssueRepository(self.db).issue_of_incident(incident.regression_of)
         report = await self._report(incident.id, investigation_id)
         return IssueContext(

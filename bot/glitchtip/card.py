@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.card_render import CardExtras, esc
-from bot.glitchtip.details import IssueDetails, MonitorDetails
+from bot.glitchtip.details import IssueDetails, MonitorDetails, stored_issue_details
 from bot.models import Incident
 from storage.db import Executor
 from storage.glitchtip import GlitchTipLink, GlitchTipRepository
@@ -28,7 +28,7 @@ async def glitchtip_card_extras(tx: Executor, incident: Incident) -> CardExtras 
 def card_extras(link: GlitchTipLink, incident: Incident) -> CardExtras:
     if link.kind == "monitor":
         return CardExtras(details=tuple(_monitor_lines(link)))
-    details = IssueDetails.from_dict(link.details) if link.details else None
+    details = stored_issue_details(link)
     return CardExtras(
         counts=_counts_line(details, incident) if details and details.count is not None else None,
         about=tuple(_about_lines(details, incident)) if details else (),

@@ -11,13 +11,16 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.glitchtip.api import ApiEvent, ApiException, ApiFrame, ApiIssue, ApiMonitor
 from bot.ingest import STACK_MAX, cut_end, cut_middle
 from bot.models import Alert
 from bot.redact import Redactor
 from storage.timefmt import from_db, to_db
+
+if TYPE_CHECKING:
+    from storage.glitchtip import GlitchTipLink
 
 TOP_FRAMES = 3
 MAX_FRAMES_PER_EXCEPTION = 100  # in the stack text triage reads (the innermost are kept)
@@ -256,3 +259,14 @@ def monitor_details(monitor: ApiMonitor, redactor: Redactor) -> MonitorDetails:
         last_check_at=last.start_check if last else None, last_reason=clean(reason, 100),
         response_ms=last.response_time if last else None,
     )
+
+
+def stored_issue_details(link: GlitchTipLink | None) -> IssueDetails | None:
+    """GlitchTip's stored details of an incident's issue: None without a link, for a monitor, or
+    when what was stored cannot be read (a card, a report or an issue is made without them then)."""
+    if link is None or link.kind != "issue" or not link.details:
+        return None
+    try:
+        return IssueDetails.from_dict(link.details)
+    except (KeyError, TypeError, ValueError):
+        return None

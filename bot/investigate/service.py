@@ -30,7 +30,7 @@ from bot.background import BackgroundTasks
 from bot.callback_data import HELPFUL, CardPress, parse_id
 from bot.card_publisher import CardPublisher
 from bot.card_render import esc
-from bot.glitchtip.details import Frame, IssueDetails
+from bot.glitchtip.details import Frame, IssueDetails, stored_issue_details
 from bot.investigate.claude import ClaudeInvestigator
 from bot.investigate.frames import RepoFiles, StackFrame, map_frames, parse_stack, safe_file, snippet
 from bot.investigate.git import GitError, blame_line, recent_commits, tracked_files
@@ -216,10 +216,7 @@ class Investigator:
         )
 
     async def _enrichment(self, incident_id: int) -> IssueDetails | None:
-        link = await GlitchTipRepository(self.db).link(incident_id)
-        if link is None or link.kind != "issue" or not link.details:
-            return None
-        return IssueDetails.from_dict(link.details)
+        return stored_issue_details(await GlitchTipRepository(self.db).link(incident_id))
 
     async def _in_repo(self, root: Path, frames: list[StackFrame], not_done: list[str]) -> list[FrameFinding]:
         try:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from bot.background import BackgroundTasks
 from bot.card_publisher import CardPublisher
-from bot.glitchtip.details import IssueDetails
+from bot.glitchtip.details import IssueDetails, stored_issue_details
 from bot.llm import ClaudeGate, ClaudeUnavailable
 from bot.models import Alert, AlertKind, Category, Incident, Owner, Priority, Triage, triage_to_dict
 from bot.overrides import with_override
@@ -327,13 +327,7 @@ class ClaudeTriage:
         return Outcome(answer)
 
     async def _enrichment(self, incident: Incident) -> IssueDetails | None:
-        link = await GlitchTipRepository(self.db).link(incident.id)
-        if link is None or link.kind != "issue" or not link.details:
-            return None
-        try:
-            return IssueDetails.from_dict(link.details)
-        except (KeyError, TypeError, ValueError):
-            return None
+        return stored_issue_details(await GlitchTipRepository(self.db).link(incident.id))
 
     async def _publish_asking(self, incident_id: int) -> None:
         async with self.db.transaction() as tx:
