@@ -92,6 +92,7 @@ class ClaudeGate:
         self.announcer = announcer
         self.tz = ZoneInfo(timezone)
         self.clock = clock
+        self._announced_day: str | None = None  # the day the spent budget was said (also kept in the database)
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database, cards: Announcer | None) -> ClaudeGate | None:
@@ -139,13 +140,18 @@ class ClaudeGate:
         if self.announcer is None:
             return
         today = self.day_start().date().isoformat()
+        if self._announced_day == today:
+            return  # every later call of the day: no write transaction just to find it was said
         tomorrow = self.day_start() + timedelta(days=1)
         async with self.db.transaction() as tx:
             kv = KeyValueRepository(tx)
-            if await kv.get(_ANNOUNCED_KEY) == today:
-                return
-            await kv.set(_ANNOUNCED_KEY, today)
-            await self.announcer.say(tx, html.escape(self._spent_text(spent, tomorrow), quote=False))
+            said = await kv.get(_ANNOUNCED_KEY) == today
+            if not said:
+                await kv.set(_ANNOUNCED_KEY, today)
+                await self.announcer.say(tx, html.escape(self._spent_text(spent, tomorrow), quote=False))
+        self._announced_day = today  # in the database too: a restart does not say it again
+        if said:
+            return
         log.warning("Claude's daily budget is spent ($%.2f of $%.2f)", spent, self.daily_budget_usd)
 
     def _spent_text(self, spent: float, until: datetime) -> str:
