@@ -9,7 +9,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ from storage.db import Database
 from storage.incidents import IncidentRepository
 from storage.outbox import OutboxItem, OutboxRepository
 from storage.proposals import ProposalRepository
+from tests.forked_cli import ForkedCli, zygote_env
 
 DATA = Path(__file__).parent / "data"
 CHAT_ID = -1001234567890
@@ -313,3 +314,16 @@ async def make_services(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
 async def services(make_services: Callable[..., Awaitable[Services]]) -> Services:
     """The services at stage 2 (decisions on, no fixes), Ann and Bob approvers."""
     return await make_services()
+
+
+@pytest.fixture(scope="session")
+def forked_cli() -> Iterator[ForkedCli]:
+    """`python -m bot ...` as real processes forked from ONE preloaded interpreter per pytest worker
+    (tests/forked_cli.py), shared by every test file that runs the command line. With `bot.app`
+    (aiogram) preloaded: `run` imports it, and so does what `triage` imports, in part."""
+    repo = Path(__file__).resolve().parent.parent
+    zygote = ForkedCli(repo, zygote_env(repo, Settings.model_fields), preload=("bot.app",))
+    try:
+        yield zygote
+    finally:
+        zygote.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -317,15 +317,13 @@ def _plain_env(home: Path, **settings: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "PYTHONPATH": str(REPO), **settings}
 
 
-@pytest.fixture(scope="module")
-def forked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkedCli]:
-    """`python -m bot …` runs, each its own process, forked from one interpreter that has imported the
-    bot and the `anthropic` SDK already (tests/forked_cli.py): a fresh one spends about 3 s of CPU on that."""
-    zygote = ForkedCli(REPO, _plain_env(tmp_path_factory.mktemp("zygote")), preload=("anthropic",))
-    try:
-        yield zygote
-    finally:
-        zygote.close()
+@pytest.fixture
+def forked(forked_cli: ForkedCli) -> ForkedCli:
+    """`python -m bot …` runs, each its own process, forked from the worker's one interpreter that has
+    imported the bot, and the `anthropic` SDK from here on (tests/forked_cli.py): a fresh one spends
+    about 3 s of CPU on that."""
+    forked_cli.load("anthropic")
+    return forked_cli
 
 
 async def _run(forked: ForkedCli, tmp_path: Path, *args: str, **settings: str) -> tuple[int, str, str]:

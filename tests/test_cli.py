@@ -4,23 +4,24 @@ Every run gets an explicit environment (the developer's own settings are strippe
 temporary working directory (so no `.env` is read) and the repository on PYTHONPATH.
 Fake credentials are assembled at runtime so secret scanners do not flag this file.
 
-Each run is its own process, forked from one interpreter that has imported the bot and loaded
-its rules already (tests/forked_cli.py: a fresh interpreter spends a second of CPU on that, most
-of what these tests cost); the process, its environment, input, output and exit code are the
-command's own. The runs below are started in the background as the module begins
-(`_planned_runs`) and each test waits for its own; a test whose run was not planned simply runs
-it itself. The local demo, the early-closed reader and the first run below are fresh
-interpreters, as a user starts them.
+Each run is its own process, forked from the one interpreter per test worker that has imported
+the bot (and aiogram) and loaded its rules already (tests/forked_cli.py: a fresh interpreter
+spends one to three seconds of CPU on that, most of what these tests cost); the process, its
+environment, input (a real pipe), output and exit code are the command's own. The runs below are
+started in the background as the module begins (`_planned_runs`) and each test waits for its own;
+a test whose run was not planned simply runs it itself. The local demo and the early-closed
+reader are forked too, their output real pipes read as it comes. A fresh interpreter running the
+command as a user starts it is tests/test_startup_errors.py's `scripts/run` test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ from bot.settings import Settings
 from storage.audit import AuditRepository
 from storage.db import Database
 from tests.conftest import free_port
-from tests.forked_cli import ForkedCli
+from tests.forked_cli import PIPE, ForkedCli
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -98,24 +99,12 @@ def _env(workdir: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def _run(workdir: Path, args: tuple[str, ...], stdin: str | None, settings: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m bot ARGS` in a fresh interpreter."""
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        cwd=workdir,
-        env=_env(workdir, **settings),
-        input=stdin if stdin is not None else "",
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
-
-
 class Cli:
     """`remediator ...` in `workdir`, with the files the tests feed it."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, zygote: ForkedCli) -> None:
         self.workdir = workdir
+        self.zygote = zygote
         self.alerts = workdir / "alerts.jsonl"
         self.bad_line = workdir / "bad-line.jsonl"
         self.malformed = workdir / "malformed.jsonl"
@@ -127,30 +116,18 @@ class Cli:
         self.bad_patterns = workdir / "bad.toml"
         self.audit_db = workdir / "audit.db"
         self.no_db = workdir / "never-created.db"
-        self._pool = ThreadPoolExecutor(max_workers=2)  # one zygote each: forks on both cores
+        self._pool = ThreadPoolExecutor(max_workers=2)  # two commands at a time: forks on both cores
         self._runs: dict[tuple[object, ...], Future[subprocess.CompletedProcess[str]]] = {}
-        self._zygotes: list[ForkedCli] = []
-        self._zygote_of_thread = threading.local()
-        self._zygotes_lock = threading.Lock()
 
     def start(self, *args: str, stdin: str | None = None, **settings: str) -> None:
         key = (args, stdin, tuple(sorted(settings.items())))
         if key not in self._runs:
             self._runs[key] = self._pool.submit(self._forked_run, args, stdin, settings)
 
-    def fresh(self, *args: str, stdin: str | None = None, **settings: str) -> subprocess.CompletedProcess[str]:
-        """In a fresh interpreter, as a user starts it (no zygote)."""
-        return _run(self.workdir, args, stdin, settings)
-
     def _forked_run(self, args: tuple[str, ...], stdin: str | None,
                     settings: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        zygote: ForkedCli | None = getattr(self._zygote_of_thread, "zygote", None)
-        if zygote is None:
-            zygote = self._zygote_of_thread.zygote = ForkedCli(REPO, _env(self.workdir))
-            with self._zygotes_lock:
-                self._zygotes.append(zygote)
-        return zygote.run(list(args), cwd=self.workdir, env=_env(self.workdir, **settings), stdin=stdin or "",
-                          timeout=RUN_TIMEOUT)
+        return self.zygote.run(list(args), cwd=self.workdir, env=_env(self.workdir, **settings), stdin=stdin or "",
+                               timeout=RUN_TIMEOUT)
 
     def __call__(self, *args: str, stdin: str | None = None, **settings: str) -> subprocess.CompletedProcess[str]:
         self.start(*args, stdin=stdin, **settings)
@@ -158,8 +135,6 @@ class Cli:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        for zygote in self._zygotes:
-            zygote.close()
 
 
 def _write_files(cli: Cli) -> None:
@@ -249,8 +224,9 @@ def _planned_runs(cli: Cli) -> None:
 
 
 @pytest.fixture(scope="module")
-def cli(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
-    runner = Cli(tmp_path_factory.mktemp("cli"))
+def cli(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+        forked_cli: ForkedCli) -> Iterator[Cli]:
+    runner = Cli(tmp_path_factory.mktemp("cli"), forked_cli)
     _write_files(runner)
     selected = [
         item for item in request.session.items
@@ -272,7 +248,7 @@ def _json_lines(out: str) -> list[dict[str, object]]:
 
 
 def test_triage_text_prints_priority_category_and_cause(cli: Cli) -> None:
-    result = cli.fresh("triage", REDIS_TITLE)  # a fresh interpreter, as a user starts it
+    result = cli("triage", REDIS_TITLE)
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
     assert first.split()[0] in {"P0", "P1", "P2", "P3"}
@@ -359,7 +335,7 @@ def test_triage_malformed_json_text_is_an_error_not_an_alert(cli: Cli) -> None:
 def test_triage_with_nothing_to_read_says_why(cli: Cli, case: str) -> None:
     result = {
         "empty file": lambda: cli("triage", "--file", str(cli.empty)),
-        "empty stdin": lambda: cli.fresh("triage", stdin="  \n"),  # a real pipe, in a fresh interpreter
+        "empty stdin": lambda: cli("triage", stdin="  \n"),  # a real pipe
         "directory": lambda: cli("triage", "--file", str(cli.a_directory)),
     }[case]()
     assert result.returncode == 2
@@ -580,10 +556,8 @@ def test_audit_text_shows_why_a_webhook_was_refused(cli: Cli) -> None:
 
 def test_audit_survives_a_reader_that_stops_early(cli: Cli) -> None:
     """`remediator audit | head -1`: the reader goes away mid-output; no BrokenPipeError, exit 0."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "audit"], cwd=cli.workdir, env=_env(cli.workdir, DATABASE_PATH=str(cli.rejections_db)),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    proc = cli.zygote.spawn(["audit"], cwd=cli.workdir, env=_env(cli.workdir, DATABASE_PATH=str(cli.rejections_db)),
+                            stdout=PIPE, stderr=PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
     proc.stdout.close()  # what head does after one line
@@ -687,7 +661,7 @@ DEMO_TEST = "test_demo_runs_posts_samples_accepts_curl_and_stops_on_ctrl_c"
 class _Demo:
     """`remediator run` with no TELEGRAM_BOT_TOKEN, its output collected as it comes."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, zygote: ForkedCli) -> None:
         self.port = free_port()
         env = _env(
             tmp_path, WEBHOOK_PORT=str(self.port), DATABASE_PATH=str(tmp_path / "demo.db"),
@@ -695,30 +669,29 @@ class _Demo:
             TELEGRAM_RATE_PER_CHAT="50", TELEGRAM_GROUP_PER_MINUTE="1000",
         )
         env.pop("TELEGRAM_API_BASE")  # the demo points the bot at its own emulator
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", start_new_session=True,
-        )
-        self.out, self.err = _Lines(self.proc.stdout), _Lines(self.proc.stderr)
+        self.proc = zygote.spawn(["run"], cwd=tmp_path, env=env, stdout=PIPE, stderr=PIPE)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.out, self.err = (_Lines(io.TextIOWrapper(pipe, encoding="utf-8"))
+                              for pipe in (self.proc.stdout, self.proc.stderr))
 
     def close(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc.returncode is None:
             self.proc.kill()
             self.proc.wait(5)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _demo_started_early(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, forked_cli: ForkedCli
 ) -> Iterator[_Demo | None]:
     """Start the demo at the top of this module when its test is selected.
 
-    Importing aiogram alone takes seconds; the demo boots while the other CLI tests run.
+    Starting the demo takes a while; it boots while the other CLI tests run.
     """
     if not any(item.name == DEMO_TEST for item in request.session.items):
         yield None
         return
-    demo = _Demo(tmp_path_factory.mktemp("demo"))
+    demo = _Demo(tmp_path_factory.mktemp("demo"), forked_cli)
     try:
         yield demo
     finally:
@@ -726,12 +699,12 @@ def _demo_started_early(
 
 
 def test_demo_runs_posts_samples_accepts_curl_and_stops_on_ctrl_c(
-    _demo_started_early: _Demo | None, tmp_path: Path
+    _demo_started_early: _Demo | None, tmp_path: Path, forked_cli: ForkedCli
 ) -> None:
-    demo = _demo_started_early or _Demo(tmp_path)
+    demo = _demo_started_early or _Demo(tmp_path, forked_cli)
     out, err, port = demo.out, demo.err, demo.port
     try:
-        # A deadline, not a wait: the banner comes once aiogram is imported (seconds on a busy machine).
+        # A deadline, not a wait: the banner comes once the demo has started (seconds on a busy machine).
         assert out.wait_for(lambda t: "Press Ctrl+C to stop." in t, 60), f"no banner\n{out.text}\n{err.text}"
         banner = out.text
         assert "remediator local demo" in banner

@@ -1,8 +1,9 @@
 """Issue 13: `remediator triage` honours the bot's priority overrides, so the terminal and the
 chat agree. Run as a user would (`python -m bot triage` as its own process, a clean environment,
 a fresh working directory); the database is read, never written or created. Each run is forked
-from one interpreter that has imported the bot and loaded its rules (tests/forked_cli.py): the
-process, its environment, output and exit code are the command's own, only the start-up is shared."""
+from the one interpreter per test worker that has imported the bot and loaded its rules
+(tests/forked_cli.py): the process, its environment, output and exit code are the command's own,
+only the start-up is shared."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,11 +35,9 @@ def _env(database: Path | None = None) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def cli() -> Iterator[ForkedCli]:
-    zygote = ForkedCli(REPO, _env())
-    yield zygote
-    zygote.close()
+@pytest.fixture
+def cli(forked_cli: ForkedCli) -> ForkedCli:
+    return forked_cli  # the worker's one zygote (tests/conftest.py)
 
 
 def triage(cli: ForkedCli, workdir: Path, database: Path, *args: str) -> subprocess.CompletedProcess[str]:

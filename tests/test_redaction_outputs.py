@@ -1,12 +1,14 @@
 """Secrets never leave through the command line, a rule's cause or the process log.
 
-`remediator triage` runs as a user runs it (a subprocess, explicit environment, no `.env`),
+`remediator triage` runs as a user runs it (its own process, explicit environment, no `.env`;
+forked from the worker's preloaded interpreter, tests/forked_cli.py),
 on alerts carrying the shapes of secret the redactor used to miss. Fake credentials are
 assembled at runtime so secret scanners do not flag this file.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import json
@@ -14,7 +16,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +27,7 @@ from bot.models import Alert, AlertKind
 from bot.redact import MASK, Redactor
 from bot.settings import Settings
 from bot.triage import RuleSet
+from tests.forked_cli import ForkedCli
 
 REPO = Path(__file__).resolve().parent.parent
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
@@ -81,13 +84,6 @@ def _env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def _triage(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot", "triage", *args], cwd=workdir, env=_env(workdir),
-        capture_output=True, text=True, timeout=60,
-    )
-
-
 @pytest.fixture(scope="module")
 def alerts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("triage") / "secrets.jsonl"
@@ -95,9 +91,26 @@ def alerts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+Triaged = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def triaged(forked_cli: ForkedCli, alerts_file: Path) -> Triaged:
+    """`remediator triage ARGS --file <the alerts>`, each its own process forked from the worker's
+    preloaded interpreter (tests/forked_cli.py); a run two tests read is made once."""
+
+    @functools.cache
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        workdir = alerts_file.parent
+        return forked_cli.run(["triage", *args, "--file", str(alerts_file)], cwd=workdir, env=_env(workdir),
+                              stdin="", timeout=60)
+
+    return run
+
+
 @pytest.mark.parametrize("mode", [("--json",), ()], ids=["json", "text"])
-def test_triage_cli_prints_no_secret(alerts_file: Path, mode: tuple[str, ...]) -> None:
-    result = _triage(alerts_file.parent, *mode, "--file", str(alerts_file))
+def test_triage_cli_prints_no_secret(triaged: Triaged, mode: tuple[str, ...]) -> None:
+    result = triaged(*mode)
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     for alert, secrets in _alert_lines():
@@ -106,8 +119,8 @@ def test_triage_cli_prints_no_secret(alerts_file: Path, mode: tuple[str, ...]) -
     assert MASK in result.stdout
 
 
-def test_triage_cli_cause_keeps_the_host_and_masks_the_password(alerts_file: Path) -> None:
-    result = _triage(alerts_file.parent, "--json", "--file", str(alerts_file))
+def test_triage_cli_cause_keeps_the_host_and_masks_the_password(triaged: Triaged) -> None:
+    result = triaged("--json")
     records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     redis = [r for r in records if r["rule_id"] == "infra.redis-down"]
     assert len(redis) == 2

@@ -6,12 +6,11 @@ process; a rejected token used to retry forever). Telegram is the Bot API emulat
 127.0.0.1. Every run gets a clean environment (the developer's settings stripped) and a fresh
 working directory, so no stray `.env` is read.
 
-Start-ups that reach the application (Telegram asked, the demo running, `scripts/run`) are fresh
-interpreters, as a user starts them. Failures the CLI decides before it builds the application
-(settings, files, the database path, a busy port) are runs forked from one interpreter that has
-imported the bot and loaded its rules already (`decided`, tests/forked_cli.py): each its own
-process with its own environment, directory, output and exit code, without the second of CPU a
-fresh interpreter spends before it decides anything.
+Every `python -m bot` here is its own process forked from the one interpreter per test worker
+that has imported the bot and aiogram and loaded its rules already (tests/forked_cli.py): its own
+environment, directory, output (a real pipe, read as it comes) and exit code, without the one to
+three seconds of CPU a fresh interpreter spends before it decides anything. `scripts/run` is the
+one fresh interpreter, as a user starts it: the script, its checkout's virtualenv and `.env`.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from bot.settings import ENV_FILE_VARIABLE, Settings
 from bot.telegram_emulator import BotAPIEmulator
 from tests.conftest import BOT_TOKEN as EMULATOR_BOT_TOKEN
 from tests.conftest import CHAT_ID, free_port, make_settings
-from tests.forked_cli import ForkedCli
+from tests.forked_cli import PIPE, STDOUT, Forked, ForkedCli
 
 REPO = Path(__file__).resolve().parent.parent
 SETTING_NAMES = {name.upper() for name in Settings.model_fields} | {ENV_FILE_VARIABLE}
@@ -83,26 +82,25 @@ class Finished:
 
 
 class BotProcess:
-    """`python -m bot ARGS` with its output (stdout and stderr merged) read as it comes."""
+    """`python -m bot ARGS` with its output (stdout and stderr merged into one pipe) read as it comes."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: Forked, output: asyncio.StreamReader) -> None:
         self.proc = proc
         self.lines: list[str] = []
         self.started = time.monotonic()
-        self._reader = asyncio.create_task(self._read())
+        self._reader = asyncio.create_task(self._read(output))
         self._grew = asyncio.Event()
 
     @classmethod
-    async def start(cls, workdir: Path, *args: str, **settings: str) -> BotProcess:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", *(args or ("run",)), cwd=workdir, env=_env(workdir, **settings),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
-        return cls(proc)
+    async def start(cls, zygote: ForkedCli, workdir: Path, *args: str, **settings: str) -> BotProcess:
+        proc = await asyncio.to_thread(zygote.spawn, list(args or ("run",)), cwd=workdir,
+                                       env=_env(workdir, **settings), stdout=PIPE, stderr=STDOUT)
+        output = asyncio.StreamReader()
+        await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(output), proc.stdout)
+        return cls(proc, output)
 
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
+    async def _read(self, output: asyncio.StreamReader) -> None:
+        async for raw in output:
             self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
             self._grew.set()
         self._grew.set()
@@ -131,10 +129,10 @@ class BotProcess:
 
     async def finish(self, timeout: float = 90) -> Finished:
         try:
-            returncode = await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
+            returncode = await asyncio.to_thread(self.proc.wait, timeout)
+        except subprocess.TimeoutExpired:
             self.proc.kill()
-            await self.proc.wait()
+            await asyncio.to_thread(self.proc.wait, 30)
             raise AssertionError(f"still running after {timeout}s (a hang):\n{self.output}") from None
         await self._reader
         return Finished(returncode, self.output, time.monotonic() - self.started)
@@ -145,18 +143,19 @@ class BotProcess:
         return await self.finish(30)
 
 
-async def run_bot(workdir: Path, *args: str, **settings: str) -> Finished:
-    """`python -m bot ARGS` in a fresh interpreter, until it ends."""
-    return await (await BotProcess.start(workdir, *args, **settings)).finish()
+@pytest.fixture
+def zygote(forked_cli: ForkedCli) -> ForkedCli:
+    return forked_cli  # the worker's one (tests/conftest.py)
 
 
-@pytest.fixture(scope="module")
-def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkedCli]:
-    forked = ForkedCli(REPO, _env(tmp_path_factory.mktemp("zygote")))
-    try:
-        yield forked
-    finally:
-        forked.close()
+@pytest.fixture
+def run_bot(zygote: ForkedCli) -> Callable[..., Awaitable[Finished]]:
+    """`python -m bot ARGS` until it ends, its output read as it comes."""
+
+    async def run(workdir: Path, *args: str, **settings: str) -> Finished:
+        return await (await BotProcess.start(zygote, workdir, *args, **settings)).finish()
+
+    return run
 
 
 Decided = Callable[..., Awaitable[Finished]]
@@ -246,7 +245,9 @@ async def test_a_port_lost_after_the_check_stops_what_had_started(
 
 
 @pytest.mark.parametrize("status", [401, 404])
-async def test_a_token_telegram_rejects_exits_2_and_frees_the_port(tmp_path: Path, status: int) -> None:
+async def test_a_token_telegram_rejects_exits_2_and_frees_the_port(
+    tmp_path: Path, status: int, run_bot: Callable[..., Awaitable[Finished]]
+) -> None:
     port = free_port()
     # 401: the emulator knows another token; 404: what Telegram answers to a malformed one.
     emu = BotAPIEmulator(token=OTHER_TOKEN if status == 401 else None)
@@ -262,11 +263,13 @@ async def test_a_token_telegram_rejects_exits_2_and_frees_the_port(tmp_path: Pat
     assert port_is_free(port)  # the webhook server that had started was stopped again
 
 
-async def test_telegram_unreachable_is_retried_and_said_so_until_it_rejects_the_token(tmp_path: Path) -> None:
+async def test_telegram_unreachable_is_retried_and_said_so_until_it_rejects_the_token(
+    tmp_path: Path, zygote: ForkedCli
+) -> None:
     """A network error is not a verdict: the bot starts, says it retries, and keeps taking alerts.
     When Telegram is back and rejects the token, that is final: exit 2 with the line."""
     api_port = free_port()  # nothing listens here yet
-    bot = await BotProcess.start(tmp_path, **_real_mode(f"http://127.0.0.1:{api_port}"))
+    bot = await BotProcess.start(zygote, tmp_path, **_real_mode(f"http://127.0.0.1:{api_port}"))
     try:
         retry = await bot.wait_for("retrying in")
         assert "Telegram is not reachable" in retry
@@ -338,7 +341,9 @@ async def test_approvers_that_are_not_ids_are_named_once_with_the_bad_values(
 # --------------------------------------------------------------------------- which .env
 
 
-async def test_env_file_option_is_read_with_paths_relative_to_it_and_said_at_start(tmp_path: Path) -> None:
+async def test_env_file_option_is_read_with_paths_relative_to_it_and_said_at_start(
+    tmp_path: Path, zygote: ForkedCli
+) -> None:
     """--env-file wins over ./.env; the start-up line names the file and says it is the demo;
     its relative paths are relative to it; a broken PATTERNS_FILE below stage 4 is a warning that
     says stage 4 will refuse it; a missing database directory is created and said so."""
@@ -350,7 +355,7 @@ async def test_env_file_option_is_read_with_paths_relative_to_it_and_said_at_sta
         "ROLLOUT_STAGE=2\nDATABASE_PATH=state/demo.db\nPATTERNS_FILE=broken.toml\n", encoding="utf-8"
     )
     env = {"WEBHOOK_PORT": str(free_port()), "DATABASE_PATH": ""}  # empty counts as unset: the file's is used
-    bot = await BotProcess.start(tmp_path, "run", "--env-file", "conf/bot.env", **env)
+    bot = await BotProcess.start(zygote, tmp_path, "run", "--env-file", "conf/bot.env", **env)
     try:
         await bot.wait_for("Press Ctrl+C to stop.")
     finally:
