@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from bot.demo_console import USAGE, DemoConsole, Transcript, drive, typed_lines
 from bot.settings import Settings
 from tests.conftest import APPROVER, CHAT_ID, WEBHOOK_TOKEN, free_port
+from tests.forked_cli import PIPE, ForkedCli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,16 +119,17 @@ async def test_lines_from_a_pipe_reach_the_chat(start_app):
 
 
 class _Output:
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: IO[bytes]) -> None:
         self.lines: list[str] = []
         self._cond = threading.Condition()
         threading.Thread(target=self._read, args=(stream,), daemon=True).start()
 
-    def _read(self, stream) -> None:
-        for line in stream:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
+    def _read(self, stream: IO[bytes]) -> None:
+        with stream:
+            for line in stream:
+                with self._cond:
+                    self.lines.append(line.decode("utf-8").rstrip("\n"))
+                    self._cond.notify_all()
 
     def wait_for(self, pattern: str, timeout: float = 30) -> re.Match[str] | None:
         deadline = time.monotonic() + timeout
@@ -140,33 +141,30 @@ class _Output:
             return found
 
 
-def test_the_demo_process_takes_typed_commands(tmp_path: Path) -> None:
+def test_the_demo_process_takes_typed_commands(tmp_path: Path, forked_cli: ForkedCli) -> None:
+    """`python -m bot run` as its own process, forked from the worker's preloaded interpreter (the
+    `forked_cli` fixture: the imports are shared, the process and its pipes are its own)."""
     settings = {n.upper() for n in Settings.model_fields} | {"REMEDIATOR_ENV_FILE"}  # no token may sneak in
     env = {k: v for k, v in os.environ.items() if k.upper() not in settings}
     env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", DATABASE_PATH=str(tmp_path / "demo.db"),
                WEBHOOK_PORT=str(free_port()), TELEGRAM_RATE_PER_CHAT="50", TELEGRAM_GROUP_PER_MINUTE="1000")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", start_new_session=True,
-    )
+    proc = forked_cli.spawn(["run"], cwd=tmp_path, env=env, stdin=PIPE, stdout=PIPE, stderr=PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     out, err = _Output(proc.stdout), _Output(proc.stderr)
     try:
-        # Importing aiogram and starting take seconds, more on a busy machine: wait generously.
+        # Starting takes a second or more on a busy machine: wait generously.
         assert out.wait_for(r"Press Ctrl\+C to stop\.", timeout=90), "\n".join(out.lines + err.lines)
         banner = "\n".join(out.lines)
         assert "Type here as the approver (user 1001): /status, /incidents, approve 3" in banner
         assert "Numbers in the transcript (#3) are incident numbers" in banner
 
-        proc.stdin.write("alert DemoTyped: from the terminal\n")
-        proc.stdin.flush()
+        proc.stdin.write(b"alert DemoTyped: from the terminal\n")
         card = out.wait_for(r"NEW #(\d+)\n\S+ P\d · \w+ · #(\d+)\nDemoTyped: from the terminal$")
         assert card is not None, "\n".join(out.lines + err.lines)
         assert card.group(1) == card.group(2)  # the transcript's number is the card's incident number
         incident = card.group(1)
 
-        proc.stdin.write(f"resolve {incident}\n/status\n")
-        proc.stdin.flush()
+        proc.stdin.write(f"resolve {incident}\n/status\n".encode())
         assert out.wait_for(rf'pressed "✔️ Resolve" on #{incident}\]'), "\n".join(out.lines)
         assert out.wait_for(rf"EDIT #{incident}\n(?:.*\n)*?✅ Resolved by Demo"), "\n".join(out.lines)
         assert out.wait_for(r"NEW message\n📊 Status"), "\n".join(out.lines)
@@ -175,6 +173,7 @@ def test_the_demo_process_takes_typed_commands(tmp_path: Path) -> None:
         assert proc.wait(timeout=15) == 0, "\n".join(err.lines)
         assert not any("Traceback" in line for line in err.lines), "\n".join(err.lines)
     finally:
-        if proc.poll() is None:
+        proc.stdin.close()
+        if proc.returncode is None:
             proc.kill()
             proc.wait(5)

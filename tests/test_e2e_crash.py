@@ -20,7 +20,7 @@ import httpx
 
 from bot.telegram_emulator import BotAPIEmulator
 from tests.conftest import eventually, free_port
-from tests.forked_cli import ForkedCli
+from tests.forked_cli import Forked, ForkedCli
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = 5550001  # a private chat
@@ -44,30 +44,39 @@ def bot_env(emu: BotAPIEmulator, port: int, db: Path, rate_per_chat: int = 2) ->
 
 
 class BotProcesses:
-    """`python -m bot run`, each time its own process, forked from one interpreter that has imported
-    the bot already (tests/forked_cli.py): a fresh interpreter spends about two seconds of CPU on the
-    imports before it runs. Only that start-up is shared; what the process runs, its database and
-    connections, and the SIGKILL it gets are its own."""
+    """`python -m bot run`, each time its own process, forked from the interpreter this pytest worker
+    keeps with the bot imported (the `forked_cli` fixture, tests/forked_cli.py): a fresh interpreter
+    spends about two seconds of CPU on the imports before it runs. Only that start-up is shared;
+    what the process runs, its database and connections, and the SIGKILL it gets are its own."""
 
-    def __init__(self) -> None:
-        self._zygote = ForkedCli(ROOT, {**os.environ, "PYTHONPATH": str(ROOT)}, preload=("bot.app",))
-        self.pid: int | None = None
+    def __init__(self, cli: ForkedCli) -> None:
+        self._cli = cli
+        self._running: Forked | None = None
 
     def start(self, env: dict[str, str], cwd: Path) -> None:
-        self.pid = self._zygote.start(["run"], cwd=cwd, env=env)
+        assert self._running is None, "one bot at a time"
+        self._running = self._cli.spawn(["run"], cwd=cwd, env=env)
+
+    def send(self, sig: signal.Signals) -> None:
+        """Signal the running bot, without waiting (e.g. from inside a fake's request handler)."""
+        assert self._running is not None
+        self._running.send_signal(sig)
 
     def signal(self, sig: signal.Signals, timeout: float) -> int:
         """Send `sig` to the running bot and wait for it to end: its exit code."""
-        assert self.pid is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, sig)
-        self.pid = None
-        return self._zygote.wait(timeout)
+        self.send(sig)
+        return self.ended(timeout)
+
+    def ended(self, timeout: float) -> int:
+        """Wait for the running bot to end (signalled here or from elsewhere): its exit code."""
+        assert self._running is not None
+        code = self._running.wait(timeout)
+        self._running = None
+        return code
 
     def close(self) -> None:
-        if self.pid is not None:
+        if self._running is not None:
             self.signal(signal.SIGTERM, 30)
-        self._zygote.close()
 
 
 async def cards_recorded_as_sent(db: Path) -> int:
@@ -92,13 +101,13 @@ async def wait_up(client: httpx.AsyncClient, base: str, timeout: float = 60.0) -
     raise TimeoutError("bot did not start")
 
 
-async def test_sigkill_mid_stream_loses_nothing_and_doubles_no_card(tmp_path):
-    distinct, total, kill_after = 6, 240, 30
+async def test_sigkill_mid_stream_loses_nothing_and_doubles_no_card(tmp_path, forked_cli):
+    distinct, total, kill_after = 6, 120, 30
     bodies = [(i % distinct, alert(i % distinct)) for i in range(total)]
     accepted = [0] * distinct
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    bots = BotProcesses()
+    bots = BotProcesses(forked_cli)
     async with BotAPIEmulator() as emu, httpx.AsyncClient(timeout=5) as client:
         bots.start(bot_env(emu, port, tmp_path / "bot.db"), cwd=tmp_path)
         try:

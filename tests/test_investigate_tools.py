@@ -25,8 +25,7 @@ def _redact(text: str) -> str:
     return text.replace("hunter2", "[REDACTED]")
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
+def _build_repo(tmp_path: Path) -> Path:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "notes.txt").write_text(f"{OUTSIDE}\n")
@@ -53,9 +52,21 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def shared_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once for the tests that only read it: the tools are read-only, and so are these tests."""
+    return _build_repo(tmp_path_factory.mktemp("shared"))
+
+
 @pytest.fixture
-def tools(repo: Path) -> RepoTools:
-    return RepoTools(repo, _redact)
+def repo(tmp_path: Path) -> Path:
+    """A repository of its own, for a test that changes it."""
+    return _build_repo(tmp_path)
+
+
+@pytest.fixture
+def tools(shared_repo: Path) -> RepoTools:
+    return RepoTools(shared_repo, _redact)
 
 
 ESCAPES = ["../outside/notes.txt", "/etc/passwd", "src/../../outside/notes.txt", "src/link_out.txt",
@@ -189,9 +200,9 @@ async def test_git_show_shows_commits_only_never_a_blob_or_a_tree(tmp_path: Path
     assert not show.is_error and "main.py" in show.text and OUTSIDE not in show.text and SECRET not in show.text
 
 
-async def test_read_file_refuses_when_git_cannot_tell_what_is_ignored(tmp_path: Path, repo: Path) -> None:
+async def test_read_file_refuses_when_git_cannot_tell_what_is_ignored(tmp_path: Path, shared_repo: Path) -> None:
     plain = tmp_path / "plain"
-    shutil.copytree(repo, plain, symlinks=True)
+    shutil.copytree(shared_repo, plain, symlinks=True)
     shutil.rmtree(plain / ".git")  # REPO_PATH is not a git repository: .gitignore cannot be applied
     result = await RepoTools(plain, _redact).call("read_file", {"path": "local.cfg"})
     assert result.is_error and SECRET not in result.text
@@ -291,14 +302,16 @@ def test_grep_regexes_that_would_explode_are_refused(pattern: str, refused: str 
     assert (problem is None) if refused is None else (problem is not None and refused in problem), problem
 
 
-async def test_an_exploding_regex_is_refused_and_git_cannot_use_gigabytes_anyway(tools: RepoTools, repo: Path) -> None:
+async def test_an_exploding_regex_is_refused_and_git_cannot_use_gigabytes_anyway(
+    tools: RepoTools, shared_repo: Path
+) -> None:
     result = await tools.call("grep", {"pattern": "((a{1,100}){1,100}){1,100}", "regex": True})
     assert result.is_error and "repeat counts above 32" in result.text
     assert "src/app.py:1" in (await tools.call("grep", {"pattern": "def mai[n]", "regex": True})).text
     # Had one slipped through: git's address space is capped, so it fails fast instead of taking ~3 GB.
     started = time.monotonic()
     with pytest.raises(GitError, match="Memory exhausted|[Oo]ut of memory"):
-        await git(repo, "grep", "-E", "-e", "((a{1,100}){1,100}){1,100}", "--", ".")
+        await git(shared_repo, "grep", "-E", "-e", "((a{1,100}){1,100}){1,100}", "--", ".")
     assert time.monotonic() - started < 5
     assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1024 * 1024  # KiB: under 1 GB at its peak
 
@@ -317,9 +330,9 @@ def _running(marker: str) -> list[int]:
     return found
 
 
-async def test_a_cancelled_git_call_leaves_no_git_running(repo: Path) -> None:
+async def test_a_cancelled_git_call_leaves_no_git_running(shared_repo: Path) -> None:
     marker = f"sleep 30.{time.monotonic_ns() % 10**9:09d}"  # a sleep of a unique duration, run by git
-    call = asyncio.create_task(git(repo, "-c", f"alias.slow=!{marker}", "slow"))
+    call = asyncio.create_task(git(shared_repo, "-c", f"alias.slow=!{marker}", "slow"))
     for _ in range(200):
         if _running(marker):
             break
