@@ -161,9 +161,10 @@ _URL_PASSWORD = _Rule(
         + r")@"
     ),
     check=lambda password: not password.startswith(MASK),  # "[REDACTED]@host@x": already done
+    needles=("://",),
 )
 # scheme://<key>@host -- Sentry/GlitchTip DSNs, https://<token>@github.com
-_URL_KEY = _Rule(re.compile(_SCHEME + r"(?P<s>[A-Za-z0-9_-]{16,}+)@"), check=_sentry_style_key)
+_URL_KEY = _Rule(re.compile(_SCHEME + r"(?P<s>[A-Za-z0-9_-]{16,}+)@"), check=_sentry_style_key, needles=("://",))
 
 
 def _vendor_token(token: str) -> bool:
@@ -201,7 +202,12 @@ _TOKENS = _Rule(
 )
 
 # 123456789:AA... -- also glued to "bot" in https://api.telegram.org/bot<token>/
-_TELEGRAM = _Rule(re.compile(r"(?:(?<=bot)|(?<![A-Za-z0-9_]))(?P<s>[0-9]{6,12}:[A-Za-z0-9_-]{30,}+)"))
+# Here and in _DIGEST and _BEARER the first character comes before the lookbehinds (which look
+# past it): a pattern that starts with a character lets the engine skip to where that character
+# is, one that starts with a lookbehind tries every position (2-5x slower). Same matches.
+_TELEGRAM = _Rule(
+    re.compile(r"(?P<s>[0-9](?:(?<=bot[0-9])|(?<![A-Za-z0-9_][0-9]))[0-9]{5,11}:[A-Za-z0-9_-]{30,}+)")
+)
 
 _WEBHOOKS = _Rule(
     re.compile(r"(?:hooks\.slack\.com/services/|discord(?:app)?\.com/api/webhooks/)(?P<s>[A-Za-z0-9/_-]++)")
@@ -210,21 +216,21 @@ _WEBHOOKS = _Rule(
 # Authorization: Digest username="..", response=".." -- the whole parameter list
 _DIGEST = _Rule(
     re.compile(
-        r"(?i)(?<![A-Za-z0-9_-])digest[ \t]+(?=(?:username|realm|nonce)=)"
-        r"(?P<s>(?:[^\r\n\"']|\"[^\"\r\n]*+\")++)"
+        r"[Dd](?i:(?<![A-Za-z0-9_-]d)igest[ \t]+(?=(?:username|realm|nonce)=)"
+        r"(?P<s>(?:[^\r\n\"']|\"[^\"\r\n]*+\")++))"
     )
 )
 
 # A bare "Bearer xxx" outside a header; only random-looking values ("Bearer realm" stays).
 _BEARER = _Rule(
-    re.compile(r"(?i)(?<![A-Za-z0-9_-])(?:bearer|basic)[ \t]+(?P<s>[A-Za-z0-9._~+/-]++=*+)"),
+    re.compile(r"[Bb](?i:(?<![A-Za-z0-9_-]b)(?:earer|asic)[ \t]+(?P<s>[A-Za-z0-9._~+/-]++=*+))"),
     check=_looks_secret,
 )
 
 _CARD = _Rule(
     re.compile(
-        r"(?<![A-Za-z0-9_.])(?<![0-9][ -])"
-        r"(?P<s>[0-9](?:[ -]?[0-9]){12,18})"
+        r"(?P<s>[0-9](?<![A-Za-z0-9_.][0-9])(?<![0-9][ -][0-9])"  # lookbehinds after the first digit: see _TELEGRAM
+        r"(?:[ -]?[0-9]){12,18})"
         r"(?![ -]?[0-9])(?![A-Za-z_]|\.[0-9])"
     ),
     check=_is_card,

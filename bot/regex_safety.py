@@ -53,10 +53,11 @@ class BoundedRegex:
 
     __slots__ = ("_compiled", "flags", "timeout")
 
-    def __init__(self, compiled: _regex.Pattern[str], flags: int = 0, timeout: float = MATCH_TIMEOUT_S) -> None:
+    def __init__(self, compiled: _regex.Pattern[str], flags: int = 0, timeout: float | None = None) -> None:
         self._compiled = compiled
         self.flags = flags  # as given, in `re`'s terms (what `regex_problem` judges)
-        self.timeout = timeout
+        # MATCH_TIMEOUT_S read now, not when this module was loaded: a test can shorten it.
+        self.timeout = MATCH_TIMEOUT_S if timeout is None else timeout
 
     @property
     def pattern(self) -> str:
