@@ -27,7 +27,6 @@ from zoneinfo import ZoneInfo
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramNetworkError, TelegramNotFound, TelegramServerError, TelegramUnauthorizedError
 from aiogram.types import BotCommand
@@ -63,6 +62,7 @@ from bot.settings import Settings, webhook_listen_problem
 from bot.storm import StormGate
 from bot.telegram.sender import OutboxSender
 from bot.telegram.sent_journal import SentJournal
+from bot.telegram.session import BotSession
 from bot.triage import OwnerMap, RuleSet
 from bot.triage.claude import ClaudeTriage
 from bot.web import WebhookLimits, WebhookServer
@@ -108,21 +108,9 @@ class RulesTriager:
         return self.rules.triage(alert, self.owners)
 
 
-class PlainHttpSession(AiohttpSession):
-    """aiogram's session for a Bot API server over plain http (the demo's emulator): aiogram waits a
-    quarter of a second at close for TLS connections to shut down, and over http there are none."""
-
-    async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-
-
 def make_bot(token: str, api_base: str | None) -> Bot:
     """aiogram's Bot, against api.telegram.org or a local Bot API server (the demo's emulator)."""
-    session = None
-    if api_base:
-        kind = PlainHttpSession if api_base.startswith("http://") else AiohttpSession
-        session = kind(api=TelegramAPIServer.from_base(api_base))
+    session = BotSession(TelegramAPIServer.from_base(api_base)) if api_base else BotSession()
     return Bot(token, session=session, default=DefaultBotProperties(parse_mode="HTML"))
 
 

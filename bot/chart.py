@@ -93,6 +93,9 @@ def render_chart(series: list[ChartDay], *, title: str = "") -> bytes:
     bars.set_title(title or f"Incidents per day by priority, last {len(series)} days", fontsize=11)
     bars.legend(loc="upper left", ncols=5, fontsize=8, frameon=False)
     figure.tight_layout()
+    # Laid out now: with the layout engine tight_layout leaves behind, savefig would draw the whole
+    # figure once more before drawing it for the PNG (a quarter of the CPU, the same pixels).
+    figure.set_layout_engine(None)
     out = io.BytesIO()
     figure.savefig(out, format="png", dpi=_DPI)
     return out.getvalue()

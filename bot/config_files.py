@@ -23,7 +23,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from bot.regex_safety import BoundedRegex, compile_regex
 
 __all__ = ["ConfigFileError", "Loc", "NonEmptyStr", "Number", "StrictModel", "between", "matching", "parse_model",
-           "problem_lines", "raise_problems", "read_toml", "regex"]
+           "parse_toml", "problem_lines", "raise_problems", "read_text", "read_toml", "regex"]
 
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -100,10 +100,21 @@ def raise_problems(problems: Iterable[tuple[Loc, str]]) -> None:
 
 def read_toml(path: Path, error: type[E], what: str) -> dict[str, Any]:
     """The parsed file; ``error`` saying so when it cannot be read or is not TOML."""
+    return parse_toml(read_text(path, error, what), path, error)
+
+
+def read_text(path: Path, error: type[E], what: str) -> str:
+    """The file's text; ``error`` saying so when it cannot be read."""
     try:
-        return tomllib.loads(Path(path).read_text("utf-8"))
+        return Path(path).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise error([f"{path}: cannot read {what}: {exc}"]) from exc
+
+
+def parse_toml(text: str, path: Path | str, error: type[E]) -> dict[str, Any]:
+    """``text`` (read from ``path``) parsed; ``error`` saying so when it is not TOML."""
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise error([f"{path}: invalid TOML: {exc}"]) from exc
 

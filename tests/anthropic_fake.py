@@ -2,7 +2,7 @@
 
     async with anthropic_fake() as fake:
         fake.script(tool_use_reply("triage", {...}), error_reply(429, "slow down"))
-        client = fake.client()  # anthropic.AsyncAnthropic(base_url=fake.base_url, max_retries=0)
+        client = fake.client()  # the SDK's client (bot.llm.gate.claude_client) at fake.base_url
 
 Replies are served in order to POST /v1/messages; once the script is used up, `fake.default`
 (a callable taking the request body) answers, and without one the fake answers 500 so a test
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+from bot.llm.gate import claude_client
 
 if TYPE_CHECKING:
     # The SDK takes seconds to import: only the tests that make a client (`AnthropicFake.client`)
@@ -140,9 +142,7 @@ class AnthropicFake:
 
     def client(self, api_key: str = "sk-ant-test") -> anthropic.AsyncAnthropic:
         """The real SDK's client, pointed at this fake, without retries (a test scripts each answer)."""
-        import anthropic  # here, not at the top: see the TYPE_CHECKING import
-
-        return anthropic.AsyncAnthropic(api_key=api_key, base_url=self.base_url, max_retries=0)
+        return claude_client(api_key, base_url=self.base_url)
 
     async def start(self) -> AnthropicFake:
         app = web.Application(client_max_size=32 * 1024 * 1024)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -61,10 +62,10 @@ def _commit(repo: Path, message: str, author: str, days_ago: float) -> str:
                           text=True).stdout.strip()
 
 
-@pytest.fixture
-def shop(tmp_path: Path) -> tuple[Path, str]:
-    """Alice wrote orders.py a month ago; Bob changed its crashing line yesterday. (repo, Bob's sha)"""
-    repo = tmp_path / "shop"
+@pytest.fixture(scope="module")
+def shop_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The shop's repository, built once for the file (seven git processes): each test gets a copy."""
+    repo = tmp_path_factory.mktemp("shop-template") / "shop"
     (repo / "src" / "shop").mkdir(parents=True)
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
     (repo / "src" / "shop" / "orders.py").write_text(ORDERS_V1)
@@ -74,6 +75,15 @@ def shop(tmp_path: Path) -> tuple[Path, str]:
     (repo / "src" / "shop" / "orders.py").write_text(ORDERS_V2)
     bob = _commit(repo, "Rename cost to price", "Bob", 1)
     (repo / ".env").write_text(f"STRIPE_KEY={SECRET}\n")  # untracked, as it usually is
+    return repo, bob
+
+
+@pytest.fixture
+def shop(tmp_path: Path, shop_template: tuple[Path, str]) -> tuple[Path, str]:
+    """Alice wrote orders.py a month ago; Bob changed its crashing line yesterday. (repo, Bob's sha)"""
+    template, bob = shop_template
+    repo = tmp_path / "shop"
+    shutil.copytree(template, repo, symlinks=True)
     return repo, bob
 
 
@@ -236,7 +246,7 @@ async def test_the_injection_in_the_alert_is_quoted_as_data_and_changes_nothing(
     # The model never submits: stopped at the step cap.
     (ClaudeLimits(max_steps=3), [tool_use_reply("list_dir", {"path": "."})] * 5, "stopped at 3 steps"),
     # The model is slow: stopped by the wall-time cap (or the call's share of it).
-    (ClaudeLimits(max_seconds=1.0), [slow_reply(3.0, tool_use_reply("list_dir", {}))], "1 s"),
+    (ClaudeLimits(max_seconds=0.3), [slow_reply(3.0, tool_use_reply("list_dir", {}))], "0.3 s"),
     # Token and spend caps per investigation.
     (ClaudeLimits(max_tokens=20_000), [tool_use_reply("list_dir", {}, input_tokens=18_000, output_tokens=200)] * 3,
      "stopped at 18200 tokens"),

@@ -182,6 +182,8 @@ async def test_from_settings_is_off_without_a_key_and_uses_the_settings_with_one
                              llm_prices_file=prices)
     gate = ClaudeGate.from_settings(settings, db, None)
     assert gate is not None
+    # The SDK's client with the settings' timeout and no retries (its http client made by bot.llm.gate).
+    assert (gate.client.timeout, gate.client.max_retries) == (settings.anthropic_timeout_s, 0)
     assert (gate.models.triage, gate.models.investigate) == ("cheap", "claude-sonnet-5-5")
     assert gate.prices.price("cheap").input == 0.5
     fake.script(text_reply("hi"))

@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramBadRequest, TelegramEntityTooLarge
 from aiogram.types import BufferedInputFile
@@ -18,6 +17,7 @@ from aiogram.types import BufferedInputFile
 from bot.card_publisher import CardPublisher, cut_html
 from bot.rollout import RolloutPolicy, Stage
 from bot.telegram.sender import OutboxSender
+from bot.telegram.session import BotSession
 from bot.telegram_emulator import BotAPIEmulator, parse_html
 from storage.db import Database
 from storage.outbox import OutboxRepository
@@ -51,7 +51,7 @@ class Rig:
 
 
 def new_bot(emu: BotAPIEmulator) -> Bot:
-    return Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(emu.base_url)))
+    return Bot(TOKEN, session=BotSession(TelegramAPIServer.from_base(emu.base_url)))
 
 
 @pytest.fixture

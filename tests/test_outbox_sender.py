@@ -12,9 +12,13 @@ import pytest
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.methods import Response
+from aiogram.types import User
 
+from bot.telegram import session as session_module
 from bot.telegram.sender import OutboxSender
 from bot.telegram.sent_journal import SentJournal
+from bot.telegram.session import BotSession
 from bot.telegram_emulator import BotAPIEmulator
 from storage.db import Database
 from storage.outbox import OutboxRepository
@@ -39,7 +43,7 @@ async def rig(tmp_path) -> AsyncIterator[Rig]:
     async with BotAPIEmulator() as emu:
         db = await Database(tmp_path / "o.db").connect()
         bot = Bot("123456789:OUTBOX-outbox-outbox-outbox-outbox",
-                  session=AiohttpSession(api=TelegramAPIServer.from_base(emu.base_url)))
+                  session=BotSession(TelegramAPIServer.from_base(emu.base_url)))
         sender = OutboxSender(db, bot, rate_per_chat=100, group_per_minute=1000, rate_global=1000)
         yield Rig(emu, db, sender, bot)
         await bot.session.close()
@@ -162,3 +166,23 @@ async def test_repeated_429s_and_5xx_wait_as_telegram_asks_then_deliver_everythi
     await _drain(rig.sender, rig.db)
     assert [m.plain_text for m in rig.emu.messages(CHAT)] == ["one", "two", "three"]
     assert rig.emu.call_count("sendMessage", ok=False) == 5 and rig.emu.call_count("sendMessage", ok=True) == 3
+
+
+# ---------------------------------------------------------------- the session (bot/telegram/session.py)
+
+
+def test_the_bot_session_is_aiogram_session_with_one_ca_bundle_load_per_process():
+    api = TelegramAPIServer.from_base("http://127.0.0.1:1")
+    ours, aiograms = BotSession(api), AiohttpSession(api=api)
+    # BotSession skips AiohttpSession.__init__: it must still set everything that one sets.
+    assert set(vars(aiograms)) <= set(vars(ours))
+    assert ours._connector_init.keys() == aiograms._connector_init.keys()
+    assert BotSession(api)._connector_init["ssl"] is ours._connector_init["ssl"]
+
+
+async def test_each_answer_type_is_validated_by_a_model_the_session_keeps(rig):
+    await rig.bot.get_me()
+    # pydantic's own cache of Response[User] is weak: a garbage collection would drop it, and the
+    # next answer would build it again. The session holds every one it used (a full collection
+    # here to watch it survive would cost a few tenths of a second of CPU).
+    assert any(model is Response[User] for model in session_module._RESPONSE_MODELS.values())

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiogram import Bot, Dispatcher, F
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
     TelegramBadRequest,
@@ -27,6 +26,7 @@ from aiogram.exceptions import (
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
+from bot.telegram.session import BotSession
 from bot.telegram_emulator import (
     BotAPIEmulator,
     EmulatorEvent,
@@ -64,15 +64,11 @@ class ManualClock:
 
 
 def make_bot(emu: BotAPIEmulator, token: str = TOKEN) -> Bot:
-    return Bot(token, session=AiohttpSession(api=TelegramAPIServer.from_base(emu.base_url)))
+    return Bot(token, session=BotSession(TelegramAPIServer.from_base(emu.base_url)))
 
 
 async def close_bot(bot: Bot) -> None:
-    # AiohttpSession.close() sleeps 250 ms for TLS teardown; there is no TLS here.
-    session = bot.session
-    assert isinstance(session, AiohttpSession)
-    if session._session is not None:
-        await session._session.close()
+    await bot.session.close()  # BotSession: no wait for TLS teardown over plain http
 
 
 @pytest.fixture

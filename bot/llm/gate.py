@@ -20,8 +20,10 @@ ANTHROPIC_API_KEY the bot never loads it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -43,6 +45,29 @@ log = logging.getLogger(__name__)
 
 #: kv key holding the day (ISO date) the budget was last announced as spent
 _ANNOUNCED_KEY = "llm_budget_announced_day"
+
+
+def claude_client(
+    api_key: str, *, base_url: str | None = None, timeout_s: float | None = None
+) -> anthropic.AsyncAnthropic:
+    """The SDK's client, without retries (a failure is reported at once and the caller falls back).
+
+    Its http client shares one TLS context per process (the one the SDK would make, from the same
+    CA bundle): each client the SDK builds for itself loads the bundle again, about 30 ms of CPU at
+    every start. `timeout_s` None keeps the SDK's default timeout.
+    """
+    import anthropic
+
+    http = anthropic.DefaultAsyncHttpxClient(verify=_tls_context())
+    return anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, http_client=http,
+                                    timeout=anthropic.NOT_GIVEN if timeout_s is None else timeout_s)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    import httpx2  # the SDK's http library
+
+    return httpx2.create_ssl_context()
 
 
 class ClaudeUnavailable(Exception):
@@ -100,12 +125,7 @@ class ClaudeGate:
         key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
         if not key:
             return None
-        import anthropic
-
-        client = anthropic.AsyncAnthropic(
-            api_key=key, base_url=settings.anthropic_base_url or None, max_retries=0,
-            timeout=settings.anthropic_timeout_s,
-        )
+        client = claude_client(key, base_url=settings.anthropic_base_url or None, timeout_s=settings.anthropic_timeout_s)
         models = ClaudeModels(
             triage=settings.anthropic_triage_model or settings.anthropic_model,
             investigate=settings.anthropic_investigate_model or settings.anthropic_model,

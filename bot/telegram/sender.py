@@ -90,6 +90,8 @@ class OutboxSender(WakeableLoop):
         self._delivered: dict[int, tuple[int, int | None]] = {}  # delivered, not yet recorded: id -> (version, msg)
         self._pace: dict[int, _ChatPace] = collections.defaultdict(_ChatPace)
         self._backoff: dict[int, float] = {}  # chat -> seconds of the current 5xx/network backoff
+        #: 5xx and network errors: the first wait and the longest, doubling in between (seconds)
+        self.outage_backoff: tuple[float, float] = (1.0, 60.0)
         self._global_next = 0.0
         self.chat_moves: dict[int, int] = {}  # groups upgraded to supergroups while running
 
@@ -180,7 +182,9 @@ class OutboxSender(WakeableLoop):
             await outbox.note_failure(item.id, f"429 retry after {exc.retry_after}s")
             return
         except (TimeoutError, TelegramServerError, TelegramNetworkError, ClientDecodeError, OSError) as exc:
-            delay = min(60.0, self._backoff.get(item.chat_id, 0.5) * 2)
+            first, longest = self.outage_backoff
+            previous = self._backoff.get(item.chat_id)
+            delay = first if previous is None else min(longest, previous * 2)
             self._backoff[item.chat_id] = delay
             self._pace[item.chat_id].next_at = time.monotonic() + delay
             log.warning("Telegram unavailable (%s); retrying chat %s in %.1fs", type(exc).__name__, item.chat_id, delay)
