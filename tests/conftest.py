@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from pydantic import SecretStr
+from xdist.scheduler import LoadScopeScheduling
 
 from bot.app import Application
 from bot.background import BackgroundTasks
@@ -48,13 +49,41 @@ BOT_TOKEN = "123456789:TEST-test-test-test-test-test-test1"
 
 # -- a few tests need the machine to themselves -------------------------------------------------------
 
-#: Tests that flood a server and hold it to wall-clock or file-descriptor limits: load from other
-#: tests (another xdist worker, its subprocesses) would fail them for a reason that is not theirs.
-#: Marked `run_alone` here, so the files that hold them need no change; scripts/test runs them after
-#: the parallel run, on their own.
-RUN_ALONE = (
-    "tests/test_webhook_hostile.py::test_four_hundred_slow_connections_against_a_128_file_limit",
+#: Tests that need the machine to themselves, one node id a line in tests/run_alone.txt (why: there).
+RUN_ALONE = tuple(
+    line.strip() for line in (Path(__file__).parent / "run_alone.txt").read_text("utf-8").splitlines()
+    if line.strip() and not line.startswith("#")
 )
+
+
+# -- which tests share a worker -----------------------------------------------------------------------
+
+#: scripts/test runs `-n auto --dist loadfile`, scheduled by `FilesAndGroups`: each file is one unit of
+#: work (its module fixtures start once), except the files of one group below, which form one unit: what
+#: they start up costly is then paid once in the run, not once on every worker. (By file name, here:
+#: xdist's own `xdist_group` mark does not reach the scheduler under this pytest.)
+WORKER_GROUPS = {
+    # The anthropic SDK (about 2 s of CPU to import) and its fake API.
+    "claude": ("test_claude_triage", "test_claude_triage_e2e", "test_investigate_claude", "test_investigate_e2e",
+               "test_llm_gate"),
+    # The preloaded interpreter `python -m bot` commands fork from (tests/forked_cli.py).
+    "cli": ("test_cli", "test_demo_drive", "test_e2e_crash", "test_github_check_cli", "test_github_crash",
+            "test_glitchtip_check_cli", "test_overrides_cli", "test_redaction_outputs", "test_startup_errors"),
+}
+_GROUP_OF_FILE = {f"tests/{name}.py": group for group, names in WORKER_GROUPS.items() for name in names}
+
+
+class FilesAndGroups(LoadScopeScheduling):
+    """xdist's `loadfile`, with the files of one `WORKER_GROUPS` group as one unit."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = nodeid.split("::", 1)[0]
+        return _GROUP_OF_FILE.get(path, path)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which answers every --dist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    return FilesAndGroups(config, log) if config.getoption("dist") == "loadfile" else None
 
 
 def pytest_configure(config: pytest.Config) -> None:
