@@ -4,23 +4,25 @@ the services alone on a real SQLite file (no HTTP) for the service-level tests."
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import json
+import os
 import socket
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
 from pydantic import SecretStr
 from xdist.scheduler import LoadScopeScheduling
 
-from bot.app import Application
 from bot.background import BackgroundTasks
 from bot.card_publisher import CardPublisher
 from bot.chat_commands import CommandService
@@ -37,6 +39,11 @@ from storage.incidents import IncidentRepository
 from storage.outbox import OutboxItem, OutboxRepository
 from storage.proposals import ProposalRepository
 from tests.forked_cli import ForkedCli, zygote_env
+
+if TYPE_CHECKING:
+    # Imported where an app is started: aiogram costs about 1.5 s of CPU, which the xdist controller
+    # (it loads this file too, and starts the workers only after) would pay for nothing.
+    from bot.app import Application
 
 DATA = Path(__file__).parent / "data"
 CHAT_ID = -1001234567890
@@ -84,6 +91,18 @@ class FilesAndGroups(LoadScopeScheduling):
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which answers every --dist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
     return FilesAndGroups(config, log) if config.getoption("dist") == "loadfile" else None
+
+
+def _leave_without_teardown() -> None:
+    """An xdist worker's last act: its results are sent, its files closed; tearing down every module
+    of a process this size only keeps the run waiting (about a second at the end of each run)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    atexit.register(_leave_without_teardown)  # handlers registered later (the tests' own) still run before it
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -205,6 +224,8 @@ def _tls_context() -> ssl.SSLContext:
 async def start_app(
     emulator: BotAPIEmulator, tmp_path: Path
 ) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+    from bot.app import Application
+
     started: list[Application] = []
     client = httpx.AsyncClient(timeout=10, verify=_tls_context())
 
