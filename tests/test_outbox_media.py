@@ -172,15 +172,29 @@ async def test_the_emulator_refuses_what_telegram_refuses(rig):
     assert parse_html("<b>" + "a" * 1024 + "</b>")[0] == rig.emu.messages(CHAT)[0].plain_text
 
 
-async def test_a_document_too_large_for_telegram_is_parked_not_retried_forever(rig):
-    # Telegram answers 413 every time (its limit is below ours, say): aiogram calls that a network error.
-    rig.emu.fail("sendDocument", 413, times=3)
+async def test_a_document_too_large_for_telegram_is_parked_at_the_first_413(rig):
+    # Telegram answers 413 (its limit is below ours, say): aiogram calls that a network error. One 413
+    # is enough: a second upload of the same bytes would get the same answer, so there is none.
+    rig.emu.fail("sendDocument", 413, times=1)
     await rig.queue(kind="document", filename="big.bin", content=b"big", caption="big")
     await rig.queue(kind="document", filename="next.txt", content=b"next", caption="next")
     await rig.drain()
-    row = await rig.db.fetchone("SELECT state, last_error FROM outbox ORDER BY id LIMIT 1")
-    assert row["state"] == "failed" and "Too Large" in row["last_error"]
+    row = await rig.db.fetchone("SELECT state, attempts, last_error FROM outbox ORDER BY id LIMIT 1")
+    assert row["state"] == "failed" and row["attempts"] == 1
+    assert row["last_error"].startswith("refused for good, not retried") and "Too Large" in row["last_error"]
+    assert rig.emu.call_count("sendDocument", ok=False) == 1  # the same bytes were not uploaded again
     assert [m.plain_text for m in rig.emu.messages(CHAT)] == ["next"]  # the chat was not blocked
+
+
+async def test_a_photo_telegram_cannot_process_is_parked_at_the_first_refusal(rig):
+    await rig.queue(kind="photo", filename="strip.png", content=grey_png(420, 20), caption="ratio 21:1")
+    await rig.queue(kind="photo", filename="chart.png", content=grey_png(40, 30), caption="chart")
+    await rig.drain()
+    row = await rig.db.fetchone("SELECT state, attempts, last_error FROM outbox ORDER BY id LIMIT 1")
+    assert row["state"] == "failed" and row["attempts"] == 1
+    assert "not retried" in row["last_error"] and "PHOTO_INVALID_DIMENSIONS" in row["last_error"]
+    assert rig.emu.call_count("sendPhoto", ok=False) == 1
+    assert [m.plain_text for m in rig.emu.messages(CHAT)] == ["chart"]
 
 
 async def _stored_bytes(db: Database) -> list[tuple[int, str, int]]:
@@ -190,7 +204,7 @@ async def _stored_bytes(db: Database) -> list[tuple[int, str, int]]:
 
 
 async def test_a_parked_file_keeps_its_row_but_not_its_bytes(rig):
-    rig.emu.fail("sendDocument", 413, times=3)
+    rig.emu.fail("sendDocument", 413, times=1)
     await rig.queue(kind="document", filename="big.bin", content=b"x" * 200_000, caption="big")
     await rig.drain()
     row = await rig.db.fetchone("SELECT state, last_error, payload FROM outbox")

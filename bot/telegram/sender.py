@@ -6,7 +6,9 @@ Rules (see ARCHITECTURE.md, "Telegram rules worth knowing"):
   global cap; a 429 blocks that chat for exactly the time Telegram asks;
 - 5xx and network errors back off and retry forever (an outage delays, never drops);
 - "message is not modified" is success; "can't parse entities" resends as plain text;
-- an edit whose message is gone becomes a new card; other 4xx are parked after a few tries;
+- an edit whose message is gone becomes a new card; other 4xx are parked after a few tries, but a
+  413 (too large) or a 400 refusing a file's bytes (a photo's dimensions or format) is parked at the
+  first answer: the same bytes always get the same answer;
 - photos and documents are uploaded from the bytes stored with their row (storage/outbox.py).
 """
 
@@ -45,11 +47,28 @@ from storage.outbox import OutboxItem, OutboxRepository
 log = logging.getLogger(__name__)
 _TAG = re.compile(r"<[^>]+>")
 MAX_PERMANENT_FAILURES = 3
+#: 400 descriptions (lower case) that refuse a file's bytes, not the call: a retry uploads the same bytes.
+FILE_REFUSALS = (
+    "photo_invalid_dimensions", "image_process_failed", "photo_save_file_invalid", "photo_ext_invalid",
+    "file must be non-empty", "file is too big",
+)
 
 
 def plain_text(html_text: str) -> str:
     """HTML card text as plain text, for the resend after "can't parse entities"."""
     return html.unescape(_TAG.sub("", html_text))
+
+
+def refused_for_good(item: OutboxItem, exc: Exception) -> bool:
+    """True when Telegram refused what this row uploads, so sending the same row again cannot succeed:
+    a 413 (the request is too large) or a 400 about a file's bytes."""
+    if isinstance(exc, TelegramEntityTooLarge):
+        return True
+    return (
+        "file" in item.payload
+        and isinstance(exc, TelegramBadRequest)
+        and any(r in str(exc.message).lower() for r in FILE_REFUSALS)
+    )
 
 
 def keyboard(buttons: list[list[list[str]]] | None) -> InlineKeyboardMarkup | None:
@@ -173,7 +192,7 @@ class OutboxSender(WakeableLoop):
         try:
             message_id = await self._call(item, item.payload.get("parse_mode"))
             self._journal(item, message_id)
-        except TelegramEntityTooLarge as exc:  # a network error to aiogram, but retrying cannot help
+        except TelegramEntityTooLarge as exc:  # a network error to aiogram, but retrying cannot help: parked now
             await self._permanent_failure(item, exc)
             return
         except TelegramRetryAfter as exc:
@@ -243,7 +262,10 @@ class OutboxSender(WakeableLoop):
     async def _permanent_failure(self, item: OutboxItem, exc: Exception) -> None:
         outbox = OutboxRepository(self.db)
         error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
-        if item.failures + 1 >= MAX_PERMANENT_FAILURES:
+        refused = refused_for_good(item, exc)
+        if refused:
+            error = f"refused for good, not retried: {error}"
+        if refused or item.failures + 1 >= MAX_PERMANENT_FAILURES:
             log.error("outbox #%s parked: %s", item.id, error)
             async with self.db.transaction() as tx:  # the row's state and its bytes' deletion together
                 await OutboxRepository(tx).park(item.id, error)
