@@ -208,6 +208,7 @@ class Application:
             identify=FixIdentity(patterns) if patterns is not None else None,
             storm=StormGate(s.storm_cards_per_minute), row_budget_s=s.pipeline_row_budget_s,
             tracker=self.glitchtip, second_opinion=self.claude_triage,
+            after_resolve=self._wake_resolve_workers,  # a monitor back up: as a human's resolve does
         )
         self.web = WebhookServer(
             db, s.webhook_token.get_secret_value() if s.webhook_token else "", on_accepted=self.pipeline.notify,

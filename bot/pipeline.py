@@ -140,6 +140,7 @@ class PipelineWorker(WakeableLoop):
         clock: Callable[[], float] = time.monotonic,
         tracker: Tracker | None = None,
         second_opinion: SecondOpinion | None = None,
+        after_resolve: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.db = db
@@ -161,6 +162,9 @@ class PipelineWorker(WakeableLoop):
         self.tracker = tracker  # GlitchTip's API when configured: richer first cards, links, comebacks
         # Claude's triage (ANTHROPIC_API_KEY): asked in the background after the commit, never waited on here.
         self.second_opinion = second_opinion
+        # A monitor back up resolved an incident: the hook a human's resolve calls too (DecisionService),
+        # so GlitchTip's PUT and the GitHub comment go once it is committed, not at the workers' next look.
+        self.after_resolve = after_resolve
         self._handed_over: dict[int, ParsedPayload] = {}
         self._cpu = ThreadPoolExecutor(1, thread_name_prefix="pipeline-cpu")
         self._summary_due: float | None = None  # when the current storm's summary is due
@@ -359,6 +363,8 @@ class PipelineWorker(WakeableLoop):
             except Exception as exc:
                 raise _ChunkFailed(prepared[start:position], exc) from exc
             self.on_committed()
+            if batch.resolved and self.after_resolve is not None:
+                self.after_resolve()
             if batch.second_opinion and self.second_opinion is not None:
                 self.second_opinion.start(batch.second_opinion)  # the incidents are committed: Claude may read them
             # Started only after the commit: the approval is recorded before the action runs.
@@ -478,6 +484,7 @@ class PipelineWorker(WakeableLoop):
                 if resolution.result is ResolveResult.RESOLVED:  # its card is already re-rendered
                     changes.open_ids[alert.fingerprint] = None
                     changes.resolved_ids[alert.fingerprint] = current_id
+                    changes.resolved += 1
             return
         if changes.watching and alert.fingerprint not in changes.recurrence_checked:
             changes.recurrence_checked.add(alert.fingerprint)
@@ -614,6 +621,7 @@ class _Batch:
     done: list[int] = dataclasses.field(default_factory=list)
     watching: bool = False
     created: int = 0  # new incidents in this transaction
+    resolved: int = 0  # incidents this transaction resolves (a monitor back up)
     opening: dict[str, tuple[Alert, Triage]] = dataclasses.field(default_factory=dict)  # prepared off the loop
     second_opinion: list[int] = dataclasses.field(default_factory=list)  # new incidents Claude triages after commit
 
@@ -646,5 +654,6 @@ class _Batch:
         self.recurrence_checked |= child.recurrence_checked
         self.auto_approved += child.auto_approved
         self.created += child.created
+        self.resolved += child.resolved
         self.second_opinion += child.second_opinion
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 
 from bot.card_publisher import CardPublisher
 from bot.models import Alert, AlertKind, utcnow
@@ -83,6 +85,33 @@ async def test_uptime_up_in_the_same_batch_resolves_after_counting_the_repeats(t
         first, second = await db.fetchall("SELECT status, count, regression_of FROM incidents ORDER BY id")
         assert (first["status"], first["count"]) == ("resolved", 3)
         assert (second["status"], second["count"], second["regression_of"]) == ("open", 1, 1)
+
+
+async def test_a_monitor_back_up_wakes_the_resolve_workers_once_its_resolve_is_committed(tmp_path):
+    # GlitchTip's PUT and the GitHub comment a resolve queues go at once, as after a human's resolve,
+    # not at the workers' next look.
+    down = json.dumps({"text": "GlitchTip Uptime Alert", "attachments": [
+        {"title": "API", "title_link": "https://gt.example.com/o/uptime-monitors/5",
+         "text": "The monitored site has gone down."}]}).encode()
+    up = down.replace(b"has gone down", b"is back up")
+    path = tmp_path / "p.db"
+    woken: list[list[str]] = []
+
+    def after_resolve() -> None:  # another connection: it sees only what is committed
+        with contextlib.closing(sqlite3.connect(path)) as other:
+            woken.append([row[0] for row in other.execute("SELECT status FROM incidents")])
+
+    async with Database(path) as db:
+        inbox = InboxRepository(db)
+        pipeline = PipelineWorker(db, Triager(), Redactor(), CardPublisher(-100, RolloutPolicy(Stage(2))),
+                                  after_resolve=after_resolve)
+        await inbox.add("glitchtip", down)
+        await pipeline.drain_once()
+        assert woken == []  # an incident opened: nothing to tell GlitchTip or GitHub
+        await inbox.add("glitchtip", up)
+        await inbox.add("glitchtip", up)  # a second "back up": nothing left to resolve
+        await pipeline.drain_once()
+        assert woken == [["resolved"]]
 
 
 class PoisonCards(CardPublisher):
