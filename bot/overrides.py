@@ -4,9 +4,11 @@ The metrics name the rule + project pairs whose priority humans corrected most, 
 (bot/metrics.py `corrections`). When a pair was corrected the same way at least
 OVERRIDE_AFTER_CORRECTIONS times, the digest and /stats offer an Apply button; an approver's press
 adds an override, and from then on new incidents that rule triages in that project get the
-corrected priority, the card saying so. `/overrides` lists them, each with a Remove button. An
-Apply under a message older than a person's later change to that pair (a removal, or another
-override applied) changes nothing and says who changed it: the next /stats or digest offers it anew.
+corrected priority, the card saying so. `/overrides` lists them, each with a Remove button. Each
+message's Apply buttons are its own offers (one recorded showing each): an Apply under a message
+shown before a person's later change to that pair (a removal, or another override applied) changes
+nothing and says who changed it, however often the pair was shown since; the next /stats or digest
+offers it anew.
 
 `apply_override` is the one function that changes a triage result: the pipeline calls it right
 after the rules (through `with_override`, bot/pipeline.py `_handle_alert`), Claude's triage when it
@@ -29,7 +31,7 @@ from bot.metrics import NO_RULE, Correction, Metrics
 from bot.models import Actor, Priority, Triage
 from storage.audit import AuditRepository
 from storage.db import Database, Executor
-from storage.overrides import OverrideRepository, PriorityOverride
+from storage.overrides import OverrideOffer, OverrideRepository, PriorityOverride
 
 #: corrections the same way before the digest offers an override (OVERRIDE_AFTER_CORRECTIONS)
 DEFAULT_THRESHOLD = 3
@@ -150,7 +152,8 @@ class OverrideService:
         self.threshold = threshold
 
     async def offers(self, tx: Executor, metrics: Metrics) -> list[Offer]:
-        """The Apply offers for a window's figures, recorded so a button can name one by id."""
+        """The Apply offers for a window's figures, recorded as this showing's own (one id each, for
+        the buttons of the one message that shows them)."""
         repo = OverrideRepository(tx)
         found = offerable(metrics.corrected_rule_projects, self.threshold, await repo.live())
         return [
@@ -172,8 +175,9 @@ class OverrideService:
                 await audit.record("override.apply", "already applied", detail={**pair, "override_id": live.id}, **who)
                 return OverrideAnswer(f"Already applied (override #{live.id}, by {live.applied_by}).")
             # A button under an older message must not undo a person's later decision on this pair
-            # (a removal, or another override applied): a fresh /stats or digest offers it again.
-            later = await repo.changed_since(offer.rule_id, offer.project, offer.offered_at)
+            # (a removal, or another override applied), even when a newer message showed the same
+            # offer since: that message has buttons of its own. A fresh /stats or digest offers it again.
+            later = await self._changed_since_shown(repo, offer)
             if later is not None:
                 await audit.record("override.apply", "refused: stale offer",
                                    detail={**pair, "override_id": later.id}, **who)
@@ -192,6 +196,13 @@ class OverrideService:
                 f"(from {offer.corrections} corrections). Undo: /overrides remove {override_id}"))
         return OverrideAnswer(f"Applied: {offer.rule_id} in {offer.project} is {offer.priority} from now on.",
                               changed=True)
+
+    @staticmethod
+    async def _changed_since_shown(repo: OverrideRepository, offer: OverrideOffer) -> PriorityOverride | None:
+        """The pair's latest override change when people changed it after `offer` was shown, else None."""
+        if await repo.pair_changes(offer.rule_id, offer.project) == offer.pair_changes:
+            return None
+        return await repo.latest_change(offer.rule_id, offer.project)
 
     async def remove(self, actor: Actor, override_id: int, *, via: str) -> OverrideAnswer:
         async with self.db.transaction() as tx:

@@ -1,8 +1,10 @@
 """Priority overrides and the offers that lead to them (issue 13; bot/overrides.py decides).
 
-An offer is a rule + project pair shown with an Apply button; an override is a live or removed
-decision to give that pair's new incidents a fixed priority. Removed overrides stay as rows:
-who applied and who removed them, and when, is history worth keeping.
+An offer is a rule + project pair and a priority shown with an Apply button; each showing (a
+digest, a /stats reply) is its own row, and the button carries the showing's id, so a press is
+judged against the message it was made under. An override is a live or removed decision to give
+that pair's new incidents a fixed priority. Removed overrides stay as rows: who applied and who
+removed them, and when, is history worth keeping.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from storage.timefmt import from_db, now_db, to_db
+from storage.timefmt import from_db, now_db
 
 if TYPE_CHECKING:  # `remediator triage` reads overrides without loading the async database layer
     from storage.db import Executor
@@ -21,13 +23,17 @@ if TYPE_CHECKING:  # `remediator triage` reads overrides without loading the asy
 
 @dataclass(frozen=True)
 class OverrideOffer:
-    id: int
+    """One showing of an offer: the Apply button under one message."""
+
+    id: int  # the showing's id, which the button carries
     rule_id: str
     project: str
     priority: str
     corrections: int
     triaged: int
-    offered_at: datetime  # when a message last showed it (each showing refreshes it)
+    offered_at: datetime  # when that message showed it
+    pair_changes: int  # the pair's overrides applied + removed before it was shown
+    pair_offer_id: int  # the rule + project + priority row the showings share
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,8 @@ class OverrideRepository:
     # -- offers ------------------------------------------------------------------------------
 
     async def offer(self, rule_id: str, project: str, priority: str, corrections: int, triaged: int) -> int:
-        """The offer's id for this pair and direction (one per pair and priority), its count refreshed."""
+        """A new showing of the offer for this pair and priority; returns its id (for the button).
+        Each message gets its own, so a later showing never revives an older message's button."""
         await self.db.execute(
             "INSERT INTO priority_override_offers (rule_id, project, priority, corrections, triaged, offered_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rule_id, project, priority) DO UPDATE SET "
@@ -76,20 +83,34 @@ class OverrideRepository:
             (rule_id, project, priority),
         )
         assert row is not None
-        return int(row["id"])
+        return await self.db.insert(
+            "INSERT INTO priority_override_showings (offer_id, corrections, triaged, pair_changes, shown_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (int(row["id"]), corrections, triaged, await self.pair_changes(rule_id, project), now_db()),
+        )
 
-    async def get_offer(self, offer_id: int) -> OverrideOffer | None:
+    async def get_offer(self, showing_id: int) -> OverrideOffer | None:
+        """The showing a button names, with its pair and priority; None when there is none."""
         row = await self.db.fetchone(
-            "SELECT id, rule_id, project, priority, corrections, triaged, offered_at FROM priority_override_offers "
-            "WHERE id = ?",
-            (offer_id,),
+            "SELECT s.id, o.rule_id, o.project, o.priority, s.corrections, s.triaged, s.shown_at, s.pair_changes, "
+            "o.id AS pair_offer_id FROM priority_override_showings s "
+            "JOIN priority_override_offers o ON o.id = s.offer_id WHERE s.id = ?",
+            (showing_id,),
         )
         if row is None:
             return None
-        offered_at = from_db(row["offered_at"])
-        assert offered_at is not None
+        shown_at = from_db(row["shown_at"])
+        assert shown_at is not None
         return OverrideOffer(row["id"], row["rule_id"], row["project"], row["priority"], row["corrections"],
-                             row["triaged"], offered_at)
+                             row["triaged"], shown_at, row["pair_changes"], row["pair_offer_id"])
+
+    async def pair_changes(self, rule_id: str, project: str) -> int:
+        """How many times people changed the pair's overrides so far: each apply and each removal."""
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) + COUNT(removed_at) AS n FROM priority_overrides WHERE rule_id = ? AND project = ?",
+            (rule_id, project),
+        )
+        return int(row["n"]) if row is not None else 0
 
     # -- overrides ---------------------------------------------------------------------------
 
@@ -110,23 +131,21 @@ class OverrideRepository:
         )
         return _override(row) if row is not None else None
 
-    async def changed_since(self, rule_id: str, project: str, since: datetime) -> PriorityOverride | None:
-        """The pair's override a person applied or removed at or after `since` (the latest such
-        change; on a tie, the newer override), None when nobody changed the pair since then."""
-        moment = to_db(since)
+    async def latest_change(self, rule_id: str, project: str) -> PriorityOverride | None:
+        """The pair's override a person applied or removed last (on a tie, the newer override)."""
         row = await self.db.fetchone(
             f"SELECT {_COLUMNS} FROM priority_overrides WHERE rule_id = ? AND project = ? "
-            "AND (applied_at >= ? OR removed_at >= ?) "
             "ORDER BY MAX(applied_at, COALESCE(removed_at, applied_at)) DESC, id DESC LIMIT 1",
-            (rule_id, project, moment, moment),
+            (rule_id, project),
         )
         return _override(row) if row is not None else None
 
     async def add(self, offer: OverrideOffer, by: str, by_id: int) -> int:
         return await self.db.insert(
-            "INSERT INTO priority_overrides (rule_id, project, priority, corrections, offer_id, applied_by, "
-            "applied_by_id, applied_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (offer.rule_id, offer.project, offer.priority, offer.corrections, offer.id, by, by_id, now_db()),
+            "INSERT INTO priority_overrides (rule_id, project, priority, corrections, offer_id, showing_id, "
+            "applied_by, applied_by_id, applied_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (offer.rule_id, offer.project, offer.priority, offer.corrections, offer.pair_offer_id, offer.id,
+             by, by_id, now_db()),
         )
 
     async def remove(self, override_id: int, by: str, by_id: int) -> bool:

@@ -112,8 +112,16 @@ async def test_below_n_corrections_no_apply_button_at_n_the_button(services: Ser
     assert "P0" in label and "infra.redis-down" in label
     assert "Overrides to apply" in reply.html and "billing-api" in reply.html
     digest = await digest_message(services)
-    [(_, digest_data)] = apply_buttons(digest["buttons"])
-    assert digest_data == data  # the same offer, whichever message shows it
+    [(digest_label, digest_data)] = apply_buttons(digest["buttons"])
+    # The same pair and priority, but each message has its own offer: a press is judged by the
+    # message it was made under. Nothing changed since either was shown, so the older one works.
+    assert digest_label == label and digest_data != data
+    older = decode(data)
+    assert older is not None
+    assert (await services.decisions.press(ANN, older)).changed
+    newer = decode(digest_data)
+    assert newer is not None
+    assert "Already applied (override #1, by Ann)" in (await services.decisions.press(BOB, newer)).answer
 
 
 async def test_corrections_in_different_directions_do_not_reach_n(services: Services) -> None:
@@ -218,6 +226,51 @@ async def test_when_people_correct_an_override_another_way_the_newer_offer_repla
     assert "→ <b>P2</b>" in (await services.commands.run(ANN, "overrides", "", CHAT_ID)).html
 
 
+async def test_an_old_digest_apply_cannot_bring_back_an_override_removed_after_it(services: Services) -> None:
+    """The digest offers an override; /stats shows the same offer, Ann applies it there and removes it;
+    the next /stats offers it again. A press on the old digest's button must not re-apply it."""
+    await corrected(services, 3)
+    [(_, old_digest_data)] = apply_buttons((await digest_message(services))["buttons"])
+    old_digest = decode(old_digest_data)
+    assert old_digest is not None
+    assert (await services.decisions.press(ANN, await offer_press(services))).changed
+    assert "Override #1 removed" in (await services.commands.run(ANN, "overrides", "remove 1", CHAT_ID)).html
+    fresh = await offer_press(services)  # the pair is offered anew, under this /stats reply
+
+    stale = await services.decisions.press(BOB, old_digest)
+    assert not stale.changed
+    assert "Override #1 (P0 for infra.redis-down in billing-api) was removed by Ann" in stale.answer
+    assert "nothing changed" in stale.answer and "send /stats for a fresh offer" in stale.answer
+    assert "No priority overrides" in (await services.commands.run(ANN, "overrides", "", CHAT_ID)).html
+    incident = await IncidentRepository(services.db).get(await new_incident(services, f"{REDIS} (after the press)"))
+    assert incident is not None and incident.priority.value == "P1"
+    refusal = (await services.audit("override.apply"))[-1]
+    assert (refusal.outcome, refusal.actor_name, refusal.detail["override_id"]) == ("refused: stale offer", "Bob", 1)
+
+    # The offer shown after the removal is current: an approver's press applies it, audited.
+    assert (await services.decisions.press(BOB, fresh)).changed
+    assert "→ <b>P0</b>, from 3 corrections, by Bob" in (await services.commands.run(ANN, "overrides", "", CHAT_ID)).html
+    assert (await services.audit("override.apply"))[-1].outcome == "applied"
+
+
+async def test_a_button_shown_before_an_apply_and_removal_stays_stale_however_often_shown_since(
+    services: Services,
+) -> None:
+    """Applied and removed from the digest's own button, then shown by /stats twice: pressing the
+    digest's button again still changes nothing (each showing is its own offer)."""
+    await corrected(services, 3)
+    [(_, data)] = apply_buttons((await digest_message(services))["buttons"])
+    old = decode(data)
+    assert old is not None
+    assert (await services.decisions.press(ANN, old)).changed
+    assert (await services.commands.run(ANN, "overrides", "remove 1", CHAT_ID)).html.startswith("Override #1")
+    await offer_press(services)
+    await offer_press(services)
+    stale = await services.decisions.press(ANN, old)
+    assert not stale.changed and "was removed by Ann" in stale.answer
+    assert "No priority overrides" in (await services.commands.run(ANN, "overrides", "", CHAT_ID)).html
+
+
 def test_apply_override_needs_the_rule_and_the_project_and_keeps_the_first_original() -> None:
     """The function H1's Claude step and the CLI call too: called twice it still names the rules' priority."""
     from datetime import UTC, datetime
@@ -245,6 +298,40 @@ async def test_a_database_without_overrides_reads_as_none(tmp_path: Any) -> None
     async with Database(tmp_path / "bot.db") as db:
         await db.execute("DROP TABLE priority_overrides")
     assert read_live_overrides(tmp_path / "bot.db") == []
+
+
+async def test_buttons_shown_before_the_upgrade_keep_naming_their_offer(tmp_path: Any) -> None:
+    """Migration 012 gives each message its own offer; a button from before it carries the old
+    offer's id, which still names that offer, and the pair's changes after it was last shown make it stale."""
+    import sqlite3
+
+    from storage.db import _migrations
+    from storage.overrides import OverrideRepository
+
+    path = tmp_path / "bot.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for version, sql in (m for m in _migrations() if m[0] < 12):
+        conn.executescript(f"BEGIN;\n{sql}\nINSERT INTO schema_migrations VALUES ({version}, 'then');\nCOMMIT;")
+    conn.executescript(
+        "INSERT INTO priority_override_offers VALUES (4, 'infra.redis-down', 'billing-api', 'P0', 3, 5, "
+        "'2026-01-02T00:00:00.000+00:00');"
+        "INSERT INTO priority_override_offers VALUES (5, 'code.runtime-error', 'billing-api', 'P3', 3, 5, "
+        "'2026-01-02T00:00:00.000+00:00');"
+        # applied before the offer's last showing, removed after it
+        "INSERT INTO priority_overrides (rule_id, project, priority, corrections, offer_id, applied_by, applied_by_id, "
+        "applied_at, removed_by, removed_by_id, removed_at) VALUES ('infra.redis-down', 'billing-api', 'P0', 3, 4, "
+        "'Ann', 1, '2026-01-01T00:00:00.000+00:00', 'Ann', 1, '2026-01-03T00:00:00.000+00:00');")
+    conn.close()
+
+    async with Database(path) as db:
+        repo = OverrideRepository(db)
+        redis, runtime = await repo.get_offer(4), await repo.get_offer(5)
+        assert redis is not None and runtime is not None
+        assert (redis.rule_id, redis.priority, redis.pair_offer_id) == ("infra.redis-down", "P0", 4)
+        assert redis.pair_changes == 1 < await repo.pair_changes("infra.redis-down", "billing-api")  # stale
+        assert runtime.pair_changes == 0 == await repo.pair_changes("code.runtime-error", "billing-api")  # current
+        assert await repo.offer("infra.redis-down", "billing-api", "P0", 3, 5) > 5  # new showings: new ids
 
 
 # -- through the Telegram emulator ----------------------------------------------------------------
