@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 http_log = logging.getLogger("bot.web.http")  # aiohttp's per-connection errors, rate-limited
 MAX_BODY = 1024 * 1024
-# After answering a request whose body was not read (refused, or too slow), aiohttp reads and
-# drops the rest for this long so the sender sees the answer, then closes (its default is 10 s).
+# After answering a request whose body was not read, aiohttp reads and drops the rest for this long
+# before closing (its default is 10 s), inflating a compressed body as it goes. Only a backstop:
+# `_track_request` closes such a connection as soon as the answer is written (see there).
 LINGER_S = 2.0
 PARSE_INLINE_MAX = 64 * 1024  # bytes; bigger bodies are parsed in a worker thread
 SHUTDOWN_S = 5.0  # at stop, how long a request in flight may take to finish (an inbox commit)
@@ -65,6 +66,22 @@ class WebhookLimits:
 
 def _json_error(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status)
+
+
+async def _close_if_body_unread(request: web.Request, response: web.StreamResponse) -> None:
+    """Answered before the body was read to its end: write the answer with `Connection: close`, then
+    close the connection at once, reading nothing more.
+
+    Left to itself, aiohttp would read the rest for up to LINGER_S to keep the connection, and a
+    compressed body is inflated as it is read: a 66 KB gzip bomb costs a quarter of a second of CPU,
+    as often as anyone cares to send one, token or not. The sender is told to reconnect instead.
+    """
+    if request.content.is_eof():  # read to its end (or no body): the connection may be kept
+        return
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()  # stop reading; the answer already written is still sent
 
 
 class RejectionAudit:
@@ -177,15 +194,23 @@ class WebhookServer:
     async def _track_request(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        """Tells the guard a request head is in (no head deadline while it is handled)."""
+        """Tells the guard a request head is in (no head deadline while it is handled), and closes the
+        connection after answering a request whose body was not read to its end (every route and
+        every miss goes through here, so a stranger's 404 too)."""
         guard = self.guard
-        if guard is None:
-            return await handler(request)
-        guard.request_started(request.protocol)
+        if guard is not None:
+            guard.request_started(request.protocol)
         try:
-            return await handler(request)
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:  # a 404/405 from the router: a response too
+                await _close_if_body_unread(request, exc)
+                raise
+            await _close_if_body_unread(request, response)
+            return response
         finally:
-            guard.request_finished(request.protocol)
+            if guard is not None:
+                guard.request_finished(request.protocol)
 
     async def _reject(self, request: web.Request, status: int, reason: str) -> web.Response:
         """A refusal of a request that carried the right token: counted, and audited within limits."""
@@ -205,7 +230,7 @@ class WebhookServer:
             self.rejected.add("not_found", request.remote)
             return _json_error(404, "not found")
         if request.content_length is not None and request.content_length > MAX_BODY:
-            return await self._unread_body_refused(request, 413, f"body over {MAX_BODY} bytes")
+            return await self._reject(request, 413, f"body over {MAX_BODY} bytes")
         body = await self._read_body(request)
         if isinstance(body, web.StreamResponse):
             return body
@@ -237,20 +262,13 @@ class WebhookServer:
         try:
             async with asyncio.timeout(self.limits.body_timeout):
                 return await request.read()
+        # Each refusal below leaves the rest of the body unread: `_track_request` closes the connection.
         except web.HTTPRequestEntityTooLarge:
-            return await self._unread_body_refused(request, 413, f"body over {MAX_BODY} bytes")
+            return await self._reject(request, 413, f"body over {MAX_BODY} bytes")
         except web.RequestPayloadError as exc:  # e.g. Content-Encoding: gzip over a body that is not
-            return await self._unread_body_refused(request, 400, f"body could not be decoded: {exc}")
+            return await self._reject(request, 400, f"body could not be decoded: {exc}")
         except TimeoutError:
-            return await self._unread_body_refused(
-                request, 408, f"body not received within {self.limits.body_timeout:g} s")
-
-    async def _unread_body_refused(self, request: web.Request, status: int, reason: str) -> web.StreamResponse:
-        """Refused with the rest of the body unread: `Connection: close`, so the sender does not reuse a
-        connection that aiohttp closes after a short linger (reading a gzip bomb to its end is not our job)."""
-        response = await self._reject(request, status, reason)
-        response.force_close()
-        return response
+            return await self._reject(request, 408, f"body not received within {self.limits.body_timeout:g} s")
 
     def _hand_over(self, inbox_id: int, parsed: ParsedPayload) -> None:
         """The row is committed: hand the parsed body over, then wake the pipeline. A failing callback
