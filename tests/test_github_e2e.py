@@ -54,8 +54,8 @@ async def fake():
 @pytest.fixture
 def start_app(start_app):
     """The app with its GitHub worker's waits made short: a pause for an outage starts at 0.05 s
-    instead of 2 s (and grows to 0.2 s, not 5 minutes), and a comment a resolve queued (nothing
-    wakes the worker for it) is looked for within 0.1 s instead of `poll_s`. What the waits are
+    instead of 2 s (and grows to 0.2 s, not 5 minutes), and jobs nothing wakes the worker for (a
+    retry after an outage, say) are looked for within 0.1 s instead of `poll_s`. What the waits are
     for stays tested: the backoff's growth and cap in tests/test_http_jobs.py, a `Retry-After`
     below (GitHub's wins over the short backoff)."""
 

@@ -40,8 +40,8 @@ async def fake():
 def start_app(start_app):
     """The app with its GlitchTip worker's waits made short: a pause for an outage starts at
     0.05 s instead of 5 s (and grows to 0.2 s, not 5 minutes); a job's calls are paced at 50 a
-    second, not 5; a resolve's job (nothing wakes the worker for it) is looked for within 0.1 s
-    instead of `poll_s`. What each wait is for stays tested: the backoff's growth and cap in
+    second, not 5; jobs nothing wakes the worker for (a retry after an outage, say) are looked for
+    within 0.1 s instead of `poll_s`. What each wait is for stays tested: the backoff's growth and cap in
     tests/test_http_jobs.py, the pacing and a `Retry-After` below, a 60 s `Retry-After` in
     tests/test_glitchtip_worker.py."""
 
