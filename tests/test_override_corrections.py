@@ -10,7 +10,7 @@ from bot.metrics import Metrics, compute_metrics
 from bot.models import utcnow
 from storage.incidents import IncidentRepository
 from tests.conftest import ANN, BOB, CHAT_ID, Services
-from tests.test_overrides import REDIS, apply_buttons, corrected, new_incident, offer_press, stats
+from tests.test_overrides import REDIS, corrected, new_incident, offer_press
 
 
 async def _metrics(services: Services) -> Metrics:
@@ -81,8 +81,9 @@ async def test_an_old_apply_after_the_override_was_removed_changes_nothing_and_s
     incident = await IncidentRepository(services.db).get(await new_incident(services, f"{REDIS} (after)"))
     assert incident is not None and incident.priority.value == "P1"  # the removal stands
 
-    # Offered again after the removal (a fresh /stats): applying it is a person's informed choice.
-    [(_, data)] = apply_buttons((await stats(services)).buttons)
-    assert data == press.encode()
-    fresh = await services.decisions.press(BOB, press)
+    # Offered again after the removal (a fresh /stats, its own offer): applying it is a person's
+    # informed choice, and the old button stays stale.
+    fresh_offer = await offer_press(services)
+    assert fresh_offer.encode() != press.encode()
+    fresh = await services.decisions.press(BOB, fresh_offer)
     assert fresh.changed and "Applied" in fresh.answer
