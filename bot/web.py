@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from bot import __version__
 from bot.audit_budget import AuditBudget
@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 http_log = logging.getLogger("bot.web.http")  # aiohttp's per-connection errors, rate-limited
 MAX_BODY = 1024 * 1024
 # After answering a request whose body was not read, aiohttp reads and drops the rest for this long
-# before closing (its default is 10 s), inflating a compressed body as it goes. Only a backstop:
-# `_track_request` closes such a connection as soon as the answer is written (see there).
+# before closing (its default is 10 s), inflating a compressed body as it goes: `_track_request`
+# closes a compressed body's connection as soon as the answer is written instead (see there).
 LINGER_S = 2.0
 PARSE_INLINE_MAX = 64 * 1024  # bytes; bigger bodies are parsed in a worker thread
 SHUTDOWN_S = 5.0  # at stop, how long a request in flight may take to finish (an inbox commit)
@@ -69,19 +69,22 @@ def _json_error(status: int, reason: str) -> web.Response:
 
 
 async def _close_if_body_unread(request: web.Request, response: web.StreamResponse) -> None:
-    """Answered before the body was read to its end: write the answer with `Connection: close`, then
-    close the connection at once, reading nothing more.
+    """Answered before the body was read to its end: the answer says `Connection: close`; a
+    compressed body's connection is also closed at once, reading nothing more.
 
-    Left to itself, aiohttp would read the rest for up to LINGER_S to keep the connection, and a
-    compressed body is inflated as it is read: a 66 KB gzip bomb costs a quarter of a second of CPU,
-    as often as anyone cares to send one, token or not. The sender is told to reconnect instead.
+    Left to itself, aiohttp reads the rest for up to LINGER_S before closing, and a compressed body
+    is inflated as it is read: a 66 KB gzip bomb costs a quarter of a second of CPU, as often as
+    anyone cares to send one, token or not. A plain body is only read and dropped, which is cheap
+    and keeps the answer safe: closing while a sender is still uploading makes the kernel reset the
+    connection, and the sender could lose the 413 already written (measured with httpx and 8 MiB).
     """
     if request.content.is_eof():  # read to its end (or no body): the connection may be kept
         return
     response.force_close()
-    await response.prepare(request)
-    await response.write_eof()
-    request.protocol.force_close()  # stop reading; the answer already written is still sent
+    if request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower() not in ("", "identity"):
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()  # stop reading; the answer already written is still sent
 
 
 class RejectionAudit:
